@@ -1,0 +1,1 @@
+"""The car unit: decides everything about one car, offline-first."""

@@ -1,0 +1,225 @@
+"""The car unit's configuration: every duration and window of SPEC §1, loaded from TOML.
+
+The defaults are the operator's guide's. A bad file is refused with the key and the reason
+(SPEC X-SEC-3): unknown keys, wrong types and malformed durations are all errors, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the key and the reason."""
+
+
+def duration(default: str) -> Any:
+    """A duration field: written as "14m", "90s", "1h30m" or a number of seconds."""
+    return field(default=parse_duration(default, "default"), metadata={"duration": True})
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: object, key: str) -> int:
+    """Seconds in a duration; raises ConfigError naming `key` when it is not one."""
+    if isinstance(value, bool):
+        raise ConfigError(f'{key}: expected a duration such as "10m" or "60s", got {value!r}')
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{key}: a duration cannot be negative, got {value}")
+        return value
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match and any(match.groups()):
+            h, m, s = (int(g) if g else 0 for g in match.groups())
+            return h * 3600 + m * 60 + s
+    raise ConfigError(f'{key}: expected a duration such as "10m" or "60s", got {value!r}')
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every duration the trip core uses (guide §6, §10)."""
+
+    start_early: int = duration("14m")  # U-START-1: a trip may start this long before its start
+    reader_window: int = duration("45m")  # U-START-2: the reader blinks green this long
+    door_timer: int = duration("1m")  # U-SEC-1
+    key_timer: int = duration("10m")  # U-SEC-2
+    return_key_timer: int = duration("10m")  # U-SEC-3
+    security_warning: int = duration("1m")  # "security lock imminent" this long before a key lock
+    engine_stop_grace: int = duration("1m")  # a security lock held by a running engine waits this
+    forgotten_window: int = duration("10m")  # U-FGT-1
+    registration_timeout: int = duration("60s")  # U-CARD-3
+    reminder_before_end: int = duration("10m")  # U-USE-2
+    reminder_interval: int = duration("5m")  # U-USE-2: repeats until the end time
+
+
+CHECK_MODES = ("off", "warn", "block")
+
+
+@dataclass(frozen=True)
+class EndChecks:
+    """How the optional end checks of U-END-1 count: off, warn (voice only) or block."""
+
+    lights: str = "warn"
+    geofence: str = "warn"
+
+
+@dataclass(frozen=True)
+class Station:
+    """The car's own parking space; the geofence check is skipped when it has no position."""
+
+    name: str = ""
+    lat: float | None = None
+    lon: float | None = None
+    radius_m: float = 50.0
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Hazard-lamp blink counts of U-FB-2."""
+
+    hazard_start: int = 2
+    hazard_end: int = 1
+    hazard_refused: int = 5
+
+
+@dataclass(frozen=True)
+class TripConfig:
+    """What the trip core needs: the timings, the checks, the station and the feedback."""
+
+    timing: Timing = field(default_factory=Timing)
+    end_checks: EndChecks = field(default_factory=EndChecks)
+    station: Station = field(default_factory=Station)
+    feedback: Feedback = field(default_factory=Feedback)
+    timezone: str = "Asia/Tokyo"  # the day a driving licence expires is a local day
+
+
+@dataclass(frozen=True)
+class UnitConfig:
+    """One car unit: its identity, its files and the URLs of its adapters."""
+
+    car_id: str
+    card_key: str  # the fleet key for card hashes, hex
+    database: str = "kagi-unit.db"
+    reader: str = "sim:"
+    board: str = "sim:"
+    cloud: str = "none:"
+    clock: str = "system"  # or "manual": time moves only when the control socket says so
+    control: str = ""  # a unix socket path for the simulated inputs and the status view
+    trip: TripConfig = field(default_factory=TripConfig)
+
+    @property
+    def card_key_bytes(self) -> bytes:
+        return bytes.fromhex(self.card_key)
+
+
+def _check(config: TripConfig | UnitConfig) -> None:
+    ec = config.end_checks if isinstance(config, TripConfig) else config.trip.end_checks
+    for name in ("lights", "geofence"):
+        mode = getattr(ec, name)
+        if mode not in CHECK_MODES:
+            raise ConfigError(f"end_checks.{name}: expected one of {CHECK_MODES}, got {mode!r}")
+    trip = config if isinstance(config, TripConfig) else config.trip
+    try:
+        zoneinfo.ZoneInfo(trip.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"timezone: unknown time zone {trip.timezone!r}") from None
+    if trip.timing.reader_window == 0:
+        raise ConfigError("timing.reader_window: must be longer than 0")
+    if isinstance(config, UnitConfig):
+        if not config.car_id:
+            raise ConfigError("unit.car_id: must not be empty")
+        try:
+            key = bytes.fromhex(config.card_key)
+        except ValueError:
+            raise ConfigError("unit.card_key: expected hex digits") from None
+        if len(key) < 16:
+            raise ConfigError("unit.card_key: must be at least 16 bytes (32 hex digits)")
+        if config.clock not in ("system", "manual"):
+            raise ConfigError(f"unit.clock: expected 'system' or 'manual', got {config.clock!r}")
+
+
+def _build(cls: type[Any], table: object, prefix: str) -> Any:
+    """A frozen dataclass from a TOML table, refusing unknown keys and wrong types."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{prefix or 'file'}: expected a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key")
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        f = fields[name]
+        key = f"{prefix}{name}"
+        hint = hints[name]
+        if f.metadata.get("duration"):
+            values[name] = parse_duration(value, key)
+        elif dataclasses.is_dataclass(hint):
+            values[name] = _build(typing.cast(type[Any], hint), value, f"{key}.")
+        else:
+            values[name] = _coerce(hint, value, key)
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a required key is missing
+        missing = str(exc).split("argument")[-1].strip(": '")
+        raise ConfigError(f"{prefix}{missing}: missing required key") from None
+
+
+def _coerce(hint: Any, value: object, key: str) -> object:
+    allowed: tuple[Any, ...] = (
+        typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    )
+    for t in allowed:
+        if t is type(None):
+            continue
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t in (str, bool) and isinstance(value, t):
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
+    raise ConfigError(f"{key}: expected {names}, got {value!r}")
+
+
+def trip_config_from_dict(data: dict[str, Any]) -> TripConfig:
+    config: TripConfig = _build(TripConfig, data, "")
+    _check(config)
+    return config
+
+
+def load_unit_config(path: str | Path) -> UnitConfig:
+    """A unit's configuration file: a `[unit]` table and the trip tables beside it.
+
+    Relative paths inside (the database, the control socket) are taken from the file's folder.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unit = dict(raw.pop("unit", {}) or {})
+    if "trip" in unit:
+        raise ConfigError("unit.trip: unknown key")
+    unit["trip"] = raw
+    try:
+        config: UnitConfig = _build(UnitConfig, unit, "unit.")
+    except ConfigError as exc:
+        # trip tables sit at the top level of the file: name them as the file does
+        raise ConfigError(str(exc).replace("unit.trip.", "")) from None
+    _check(config)
+    base = path.resolve().parent
+    control = str(base / config.control) if config.control else ""
+    return dataclasses.replace(config, database=str(base / config.database), control=control)

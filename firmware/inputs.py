@@ -1,0 +1,111 @@
+"""What the trip core is told: every input is a plain value, stamped with time by the runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware.bookings import Bookings
+
+DOORS = ("driver", "passenger", "rear_left", "rear_right", "tailgate")
+KEY_POSITIONS = ("lend", "return")  # 貸出 / 返却
+
+
+@dataclass(frozen=True)
+class CardTapped:
+    """A card presented to the reader (one per presentation); only its IDm is read."""
+
+    idm: bytes
+
+
+@dataclass(frozen=True)
+class DoorChanged:
+    door: str
+    open: bool
+
+
+@dataclass(frozen=True)
+class KeyChanged:
+    """The key box: is the key in it, and at which position (貸出 lend / 返却 return)."""
+
+    present: bool
+    position: str = "return"
+
+
+@dataclass(frozen=True)
+class EngineChanged:
+    running: bool
+
+
+@dataclass(frozen=True)
+class BrakeChanged:
+    on: bool
+
+
+@dataclass(frozen=True)
+class LightsChanged:
+    on: bool
+
+
+@dataclass(frozen=True)
+class PositionChanged:
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True)
+class VehicleData:
+    odometer_km: float
+    fuel_pct: float
+
+
+@dataclass(frozen=True)
+class RemoteCommand:
+    """A command from the cloud (already verified by the CloudLink): id, name and arguments."""
+
+    id: str
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BookingsChanged:
+    """A new booking snapshot from the cloud (reservations, drivers, card hashes)."""
+
+    bookings: Bookings
+
+
+@dataclass(frozen=True)
+class ClockMoved:
+    """Nothing but time passed: the runner fires what fell due."""
+
+
+Input = (
+    CardTapped
+    | DoorChanged
+    | KeyChanged
+    | EngineChanged
+    | BrakeChanged
+    | LightsChanged
+    | PositionChanged
+    | VehicleData
+    | RemoteCommand
+    | BookingsChanged
+    | ClockMoved
+)
+
+
+def check_input(event: Input) -> None:
+    """Refuse an input whose values are out of range (SPEC X-SEC-3); raises ValueError."""
+    if isinstance(event, CardTapped) and len(event.idm) != 8:
+        raise ValueError(f"card tapped: IDm must be 8 bytes, got {len(event.idm)}")
+    if isinstance(event, DoorChanged) and event.door not in DOORS:
+        raise ValueError(f"door changed: unknown door {event.door!r}; doors are {DOORS}")
+    if isinstance(event, KeyChanged) and event.position not in KEY_POSITIONS:
+        raise ValueError(f"key changed: position must be one of {KEY_POSITIONS}")
+    if isinstance(event, PositionChanged) and not (
+        -90 <= event.lat <= 90 and -180 <= event.lon <= 180
+    ):
+        raise ValueError(f"position: out of range ({event.lat}, {event.lon})")
+    if isinstance(event, RemoteCommand) and not (event.id and event.name):
+        raise ValueError("remote command: id and name are required")

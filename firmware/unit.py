@@ -1,0 +1,92 @@
+"""Assembles one car unit from its configuration: store, adapters by URL, clock, runner."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from firmware.clock import ManualClock, SystemClock
+from firmware.config import ConfigError, UnitConfig
+from firmware.control import Control
+from firmware.fakes import FakeBody, FakeCloudLink, FakeReader
+from firmware.ports import Body, Clock, CloudLink, Reader
+from firmware.runner import Runner
+from firmware.store import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0] + ":" if ":" in url else url
+
+
+def make_reader(url: str) -> Reader:
+    if _scheme(url) == "sim:":
+        return FakeReader()
+    raise ConfigError(f"unit.reader: no reader adapter for {url!r} (this build knows: sim:)")
+
+
+def make_body(url: str) -> Body:
+    if _scheme(url) == "sim:":
+        return FakeBody()
+    raise ConfigError(f"unit.board: no board adapter for {url!r} (this build knows: sim:)")
+
+
+def make_cloud(url: str) -> CloudLink:
+    if _scheme(url) == "none:":
+        return FakeCloudLink()
+    raise ConfigError(f"unit.cloud: no cloud adapter for {url!r} (this build knows: none:)")
+
+
+class Unit:
+    """A running car unit: `start()`, then `runner.run()` on the main thread, then `close()`."""
+
+    def __init__(self, config: UnitConfig) -> None:
+        self.config = config
+        reader, body, cloud = (
+            make_reader(config.reader),
+            make_body(config.board),
+            make_cloud(config.cloud),
+        )
+        self.store = SqliteStore(config.database)
+        clock: Clock = SystemClock()
+        if config.clock == "manual":
+            snapshot, _ = self.store.load()
+            last = (snapshot or {}).get("data", {}).get("last_time")
+            clock = ManualClock(last if last is not None else SystemClock().now())
+        self.runner = Runner(
+            config.trip, config.card_key_bytes, self.store, body, reader, cloud, clock
+        )
+        self.control: Control | None = None
+
+    def start(self) -> None:
+        self.runner.start()
+        if self.config.control:
+            self.control = Control(self.config.control, self.runner, self.status)
+            self.control.start()
+
+    def status(self) -> dict[str, Any]:
+        """What the unit holds now (run on the runner's thread)."""
+        core = self.runner.core
+        assert core is not None
+        snap = core.snapshot()
+        status: dict[str, Any] = {
+            "car_id": self.config.car_id,
+            "now": self.runner.clock.now(),
+            "state": snap["state"],
+            "overlay": snap["overlay"],
+            **snap["data"],
+            "bookings_version": core.bookings.version,
+            "outbox": {
+                "pending": len(self.store.pending(limit=1_000_000)),
+                "last_seq": self.store.last_seq(),
+            },
+        }
+        if isinstance(self.runner.body, FakeBody):
+            status["car"] = self.runner.body.car.to_dict()
+        return status
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.stop()
+        self.runner.close()

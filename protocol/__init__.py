@@ -1,0 +1,1 @@
+"""The car <-> cloud contract: topics, message types, signing and card identity."""

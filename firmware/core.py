@@ -61,6 +61,16 @@ from protocol.cards import card_hash
 
 log = logging.getLogger(__name__)
 
+
+class _SharedModelNoise(logging.Filter):
+    """Both machines bind `trigger` to the one model; transitions warns of it on every build."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Skip binding of" not in record.getMessage()
+
+
+logging.getLogger("transitions.core").addFilter(_SharedModelNoise())
+
 # Deadline names; each security timer has a warning point `<name>_warning` before it.
 DOOR, KEY, RETURN_KEY = "door", "key", "return_key"
 SECURITY_TIMERS = (DOOR, KEY, RETURN_KEY)
@@ -383,7 +393,9 @@ class TripCore:
         assert trip is not None
         if driver is None or driver.id != trip.driver_id:
             return self._deny(card, "unknown_card" if driver is None else "car_in_use")
-        if self._card_end_intended():
+        if trip.key_taken and self.data.sensors.key_home and not trip.card_end:
+            self._deny(card, "end_by_phone_only")  # U-START-2: started after the reader went dark
+        elif self._card_end_intended():
             self._flash("red_solid")
             self._try_end(by="card")
         elif self._now < trip.end:
@@ -403,7 +415,8 @@ class TripCore:
 
     def _deny(self, card: str, reason: str) -> None:
         """U-START-3, U-FB-3: the denial feedback, and nothing else changes."""
-        prompt = "start_by_phone" if reason == "reader_window_closed" else "card_denied"
+        phone = reason in ("reader_window_closed", "end_by_phone_only")
+        prompt = "use_phone" if phone else "card_denied"
         self._flash("error")
         self._emit(Prompt(prompt))
         self._report("card_denied", card=card, reason=reason)

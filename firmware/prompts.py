@@ -74,10 +74,10 @@ CATALOGUE: tuple[PromptText, ...] = (
     ),
     PromptText("card_registered", 15, "カードを登録しました。", "Your card has been registered."),
     PromptText(
-        "start_by_phone",
+        "use_phone",
         16,
-        "カードでの利用開始時間を過ぎました。スマートフォンから操作してください。",
-        "Card start has closed. Please use your phone.",
+        "カードリーダーではご利用いただけません。スマートフォンから操作してください。",
+        "The card reader cannot do this now. Please use your phone.",
     ),
     PromptText("forgotten_unlocked", 17, "忘れ物ドアを開錠しました。", "Doors unlocked once."),
     PromptText("forgotten_locked", 18, "ドアを施錠しました。", "Doors locked."),

@@ -39,13 +39,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = load_unit_config(args.config)
         unit = Unit(config)
+        signal.signal(signal.SIGTERM, lambda *_: unit.runner.stop())
+        signal.signal(signal.SIGINT, lambda *_: unit.runner.stop())
         unit.start()
     except (ConfigError, StoreError) as exc:
         if args.debug:
             raise
         return _fail(str(exc))
-    signal.signal(signal.SIGTERM, lambda *_: unit.runner.stop())
-    signal.signal(signal.SIGINT, lambda *_: unit.runner.stop())
     core = unit.runner.core
     assert core is not None
     print(f"kagi unit: {config.car_id} ready, state {core.state}", file=sys.stderr, flush=True)

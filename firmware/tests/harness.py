@@ -181,9 +181,7 @@ class Car:
     def reports(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Every event in the outbox (of one type), oldest first."""
         return [
-            {"type": e.type, **e.data}
-            for e in self.store.outbox
-            if kind is None or e.type == kind
+            {"type": e.type, **e.data} for e in self.store.outbox if kind is None or e.type == kind
         ]
 
     def last_report(self) -> Report | None:

@@ -14,7 +14,7 @@ from typing import Any
 from firmware.bookings import Bookings, Driver, Reservation
 from firmware.clock import ManualClock
 from firmware.config import TripConfig
-from firmware.effects import CommandResult, Effect, Report
+from firmware.effects import CommandResult, Effect, Prompt, Report
 from firmware.fakes import FakeBody, FakeCloudLink, FakeReader, MemoryStore
 from firmware.inputs import (
     BookingsChanged,
@@ -176,7 +176,7 @@ class Car:
 
     @property
     def prompts(self) -> list[str]:
-        return [getattr(e, "id") for e in self.effects if type(e).__name__ == "Prompt"]
+        return [e.id for e in self.effects if isinstance(e, Prompt)]
 
     def reports(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Every event in the outbox (of one type), oldest first."""

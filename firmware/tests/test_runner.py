@@ -94,7 +94,7 @@ def test_a_command_delivered_twice_is_applied_once():
     command = RemoteCommand("c-42", "start", {"reservation_id": "r1"})
     first = car.send(command)
     second = car.send(command)
-    assert [e for e in first if isinstance(e, CommandResult)][0].ok
+    assert next(e for e in first if isinstance(e, CommandResult)).ok
     assert second == []
     assert len(car.reports("command_result")) == 1
     assert len(car.reports("trip_started")) == 1

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: test lint fix diagram check-diagram clean
+.PHONY: test lint fix diagram bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ fix: $(STAMP)
 ## the state diagram, generated from the machine definition
 diagram: $(STAMP)
 	$(PY) -m firmware.diagram > docs/trip-states.md
+
+## latency figures (printed, not asserted)
+bench: $(STAMP)
+	$(PY) -m benchmarks.trip_core 200
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

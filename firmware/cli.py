@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,13 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Signals are taken by sigwait on this thread, never by a handler that could interrupt the
+    # runner while it holds its queue's lock. Threads started from here inherit the mask.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
         config = load_unit_config(args.config)
         unit = Unit(config)
-        signal.signal(signal.SIGTERM, lambda *_: unit.runner.stop())
-        signal.signal(signal.SIGINT, lambda *_: unit.runner.stop())
         unit.start()
     except (ConfigError, StoreError) as exc:
         if args.debug:
@@ -48,11 +51,21 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     core = unit.runner.core
     assert core is not None
+    main_thread = threading.get_ident()
+
+    def run() -> None:
+        try:
+            unit.runner.run()
+        finally:  # wake the main thread whatever ended the runner
+            signal.pthread_kill(main_thread, signal.SIGTERM)
+
+    runner = threading.Thread(target=run, name="runner")
+    runner.start()
     print(f"kagi unit: {config.car_id} ready, state {core.state}", file=sys.stderr, flush=True)
-    try:
-        unit.runner.run()
-    finally:
-        unit.close()
+    signal.sigwait(stop_signals)
+    unit.runner.stop()
+    runner.join()
+    unit.close()
     return 0
 
 

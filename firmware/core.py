@@ -114,6 +114,7 @@ class TripCore:
         self.deadlines = Deadlines(self.data.deadlines)
         self._effects: list[Effect] = []
         self._now = self.data.last_time or 0.0
+        self._horizon = self._now  # the time _fire_due is catching up to
         Machine(
             model=self,
             initial=initial,
@@ -249,6 +250,7 @@ class TripCore:
     # ---- deadlines ---------------------------------------------------------------------------
 
     def _fire_due(self, now: float) -> None:
+        self._horizon = now
         while (due := self.deadlines.pop_due(now)) is not None:
             name, at = due
             self._now = max(at, self._now)
@@ -261,7 +263,9 @@ class TripCore:
         if name in SECURITY_TIMERS:
             self._security_timer(name)
         elif name in WARNINGS:
-            self._emit(Prompt("security_lock_imminent"))
+            timer = self.deadlines.get(name.removesuffix("_warning"))
+            if timer is not None and timer > self._horizon:  # not when catching up past it
+                self._emit(Prompt("security_lock_imminent"))
         elif name == FORGOTTEN and trip is not None and self.state == m.FORGOTTEN:
             if trip.forgotten_open:
                 trip.forgotten_expired = True
@@ -271,9 +275,11 @@ class TripCore:
         elif name == REGISTRATION and self.overlay == m.REGISTERING:
             self._end_registration("timeout")
         elif name == REMINDER and trip is not None:
-            self._emit(Prompt("return_reminder"))
             trip.last_reminder = self._now
             self._schedule_trip_points()
+            following = self.deadlines.get(REMINDER)
+            if following is None or following > self._horizon:  # only the latest when catching up
+                self._emit(Prompt("return_reminder"))
         elif name == OVERTIME and trip is not None and not trip.overtime_reported:
             # U-USE-4: report and carry on; never lock or immobilise because time ran out
             trip.overtime_reported = True

@@ -50,12 +50,14 @@ def bookings(
     alice_end: float = END,
     alice_licence: str = "2030-12-31",
     alice_cards: tuple[bytes, ...] = (ALICE,),
+    shift: float = 0.0,
 ) -> Bookings:
+    """Alice's r1 (START..END) and Bob's r2 later that day, all moved by `shift` seconds."""
     return Bookings(
         version,
         (
-            Reservation("r1", ALICE_ID, START, alice_end),
-            Reservation("r2", BOB_ID, START + 5 * HOUR, START + 6 * HOUR),
+            Reservation("r1", ALICE_ID, START + shift, alice_end + shift),
+            Reservation("r2", BOB_ID, START + shift + 5 * HOUR, START + shift + 6 * HOUR),
         ),
         {
             ALICE_ID: Driver(

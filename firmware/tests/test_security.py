@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from firmware.effects import Immobiliser, Lock, Prompt, Unlock
-from firmware.tests.harness import ALICE, END, MIN, START, Car
+from firmware.tests.harness import ALICE, BOB, END, MIN, START, STRANGER, Car
 
 
 def test_no_door_opened_within_1_00_locks_again():
@@ -221,3 +221,45 @@ def test_outputs_held_by_a_running_engine_go_out_when_it_stops():
     assert Immobiliser(True) not in car.body.applied
     effects = car.engine(False)
     assert Lock() in effects and Immobiliser(True) in effects
+
+
+def test_nothing_but_a_valid_tap_or_command_ever_unlocks():
+    # SPEC X-SAFE-2: from every state, switches, time and strangers' cards never open the doors
+    def states() -> list[Car]:
+        idle = Car()
+        unlocked = Car()
+        unlocked.start_by_card()
+        in_use = Car()
+        in_use.drive_off()
+        in_use.engine(False)
+        returning = Car()
+        returning.drive_off()
+        returning.park()
+        locked = Car()
+        locked.start_by_card()
+        locked.at(START + 60)
+        window = Car()
+        window.drive_off()
+        window.park()
+        window.tap(ALICE)
+        return [idle, unlocked, in_use, returning, locked, window]
+
+    for car in states():
+        for poke in (
+            lambda c: c.open_door("rear_right"),
+            lambda c: c.close_door("rear_right"),
+            lambda c: c.take_key(),
+            lambda c: c.return_key(),
+            lambda c: c.engine(True),
+            lambda c: c.engine(False),
+            lambda c: c.brake(False),
+            lambda c: c.lights(True),
+            lambda c: c.position(0.0, 0.0),
+            lambda c: c.tap(STRANGER),
+            lambda c: c.tap(BOB),
+            lambda c: c.advance(7 * MIN),
+            lambda c: c.command("fly"),
+        ):
+            state = car.state
+            poke(car)
+            assert Unlock() not in car.effects, state

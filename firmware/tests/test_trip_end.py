@@ -245,3 +245,13 @@ def test_end_without_a_trip_is_refused():
     car = Car()
     result = car.command("end")
     assert (result.ok, result.code) == (False, "no_trip")
+
+
+def test_after_a_long_outage_only_the_latest_reminder_is_played():
+    # SPEC U-USE-2, U-DATA-1: deadlines replay in order, stale announcements are not repeated
+    car = Car()
+    car.drive_off()
+    car.clock.set(END - 1)
+    restarted = car.restart()
+    assert restarted.body.car.prompts.count("return_reminder") == 1
+    assert Prompt("overtime") in restarted.at(END)

@@ -1,0 +1,75 @@
+"""How fast the car unit decides: tap → unlock and tap → lock through the runner, with the
+SQLite commit (WAL, synchronous=FULL) included. Prints one table; `make bench` runs it.
+
+The guide allows about 10 s for each (its unit asks the centre); ours decides from what it holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from firmware.clock import ManualClock
+from firmware.config import TripConfig
+from firmware.effects import Lock, Unlock
+from firmware.fakes import FakeBody, FakeCloudLink, FakeReader
+from firmware.inputs import BookingsChanged, CardTapped, DoorChanged, KeyChanged
+from firmware.runner import Runner
+from firmware.store import SqliteStore
+from firmware.tests.harness import ALICE, KEY, START, bookings
+
+TRIPS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "bench.db")
+        clock = ManualClock(START - 3600)
+        body = FakeBody()
+        runner = Runner(TripConfig(), KEY, store, body, FakeReader(), FakeCloudLink(), clock)
+        runner.start()
+        unlock_ms: list[float] = []
+        lock_ms: list[float] = []
+        day = 24 * 3600
+        for trip in range(TRIPS):
+            shift = trip * day
+            held = bookings(version=trip + 1, shift=shift)
+            r1 = dataclasses.replace(held.reservations[0], id=f"r{trip}")
+            runner.step(BookingsChanged(dataclasses.replace(held, reservations=(r1,))))
+            clock.set(START + shift)
+            t = time.perf_counter()
+            effects = runner.step(CardTapped(ALICE))
+            unlock_ms.append((time.perf_counter() - t) * 1000)
+            assert Unlock() in effects, effects
+            runner.step(DoorChanged("driver", True))
+            runner.step(KeyChanged(False, "lend"))
+            runner.step(DoorChanged("driver", False))
+            clock.advance(3600)
+            runner.step(KeyChanged(True, "return"))
+            t = time.perf_counter()
+            effects = runner.step(CardTapped(ALICE))
+            lock_ms.append((time.perf_counter() - t) * 1000)
+            assert Lock() in effects, effects
+            clock.advance(601)
+            runner.step(None)
+        store.close()
+    print(f"{'operation':<24}{'trips':>7}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'guide':>8}")
+    for name, values in (("tap -> unlock decision", unlock_ms), ("tap -> lock decision", lock_ms)):
+        print(
+            f"{name:<24}{len(values):>7}{statistics.median(values):>10.2f}"
+            f"{pct(values, 0.99):>10.2f}{max(values):>10.2f}{'10 s':>8}"
+        )
+    print("(runner step incl. the core and the SQLite commit with fsync; no board, no reader)")
+
+
+if __name__ == "__main__":
+    main()

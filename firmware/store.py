@@ -84,7 +84,9 @@ class SqliteStore:
                 raise StoreError(f"{self.path}: cannot use WAL journal mode (got {mode})")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
-            if not existed:
+            # new by its content, not its size: a power cut during the very first start can leave
+            # a file with a header and no tables, which must not brick the unit
+            if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                 self._create()
             self._check_schema()
         except sqlite3.DatabaseError as exc:

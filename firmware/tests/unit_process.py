@@ -152,7 +152,10 @@ class UnitProcess:
     def leftover_reply(self) -> dict[str, Any] | None:
         """After a kill: the reply that had reached us before the process died, if any."""
         assert self._reader is not None, "not connected"
-        line = self._reader.readline()
+        try:
+            line = self._reader.readline()
+        except ConnectionResetError:
+            return None  # it died with the request unread: there was no reply
         return json.loads(line) if line.endswith(b"\n") else None
 
     def request(self, request: dict[str, Any]) -> dict[str, Any]:

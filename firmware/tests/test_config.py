@@ -81,3 +81,13 @@ def test_a_missing_file_is_named(tmp_path):
 def test_an_unknown_time_zone_is_refused():
     with pytest.raises(ConfigError, match="timezone"):
         trip_config_from_dict({"timezone": "Mars/Olympus"})
+
+
+def test_the_example_in_docs_loads_and_spells_out_the_defaults():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "unit.example.toml"
+    config = load_unit_config(example)
+    assert config.trip.timing == TripConfig().timing
+    assert config.trip.feedback == TripConfig().feedback
+    assert config.trip.station.radius_m == 50

@@ -56,7 +56,7 @@ from firmware.inputs import (
     VehicleData,
 )
 from firmware.prompts import CHECK_PROMPTS
-from firmware.state import SNAPSHOT_VERSION, Registration, Trip, TripData, end_checks
+from firmware.state import SNAPSHOT_VERSION, Outputs, Registration, Trip, TripData, end_checks
 from protocol.cards import card_hash
 
 log = logging.getLogger(__name__)
@@ -140,25 +140,19 @@ class TripCore:
 
     def handle(self, event: Input, now: float) -> list[Effect]:
         """Fire what fell due up to `now`, then apply `event` at `now`."""
-        self._effects = []
-        self._fire_due(now)
-        self._now = max(now, self._now)
-        self.data.last_time = self._now
-        self._dispatch(event)
-        self._settle()
-        effects, self._effects = self._effects, []
-        return effects
+        return self._at(now, lambda: self._dispatch(event))
 
     def restore(self, now: float) -> list[Effect]:
         """After a restart: fire what fell due while the unit was off, then re-apply every output
         the state implies (U-DATA-1), as if nothing had been commanded yet."""
+        return self._at(now, lambda: setattr(self.data, "outputs", Outputs()))
+
+    def _at(self, now: float, work: Callable[[], object]) -> list[Effect]:
         self._effects = []
         self._fire_due(now)
         self._now = max(now, self._now)
         self.data.last_time = self._now
-        self.data.outputs.doors = None
-        self.data.outputs.immobilised = None
-        self.data.outputs.led = None
+        work()
         self._settle()
         effects, self._effects = self._effects, []
         return effects

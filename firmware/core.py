@@ -153,6 +153,7 @@ class TripCore:
         self._now = max(now, self._now)
         self.data.last_time = self._now
         work()
+        self._fire_due(self._now)  # a deadline the input set for this very instant
         self._settle()
         effects, self._effects = self._effects, []
         return effects
@@ -409,9 +410,9 @@ class TripCore:
         assert trip is not None
         if driver is None or driver.id != trip.driver_id or trip.forgotten_expired:
             return self._deny(card, "unknown_card" if driver is None else "not_allowed")
-        outcome = self._forgotten_toggle(by="card")
-        if not outcome[0]:
-            self._deny(card, outcome[1])
+        ok, code, _ = self._forgotten_toggle(by="card")
+        if not ok and code == "already_used":
+            self._deny(card, code)  # a refused lock has already named what to fix
 
     def _deny(self, card: str, reason: str) -> None:
         """U-START-3, U-FB-3: the denial feedback, and nothing else changes."""
@@ -507,10 +508,17 @@ class TripCore:
     def _forgotten_lock(self, by: str) -> CommandOutcome:
         trip = self.data.trip
         assert trip is not None
-        if not self.data.sensors.doors_closed:
+        s = self.data.sensors
+        failed = [n for n, bad in (("engine", s.engine), ("doors", not s.doors_closed)) if bad]
+        if failed:  # X-SAFE-1: never lock on a running engine
             self._emit(Hazard(self.config.feedback.hazard_refused))
-            self._emit(Prompt(CHECK_PROMPTS["doors"]))
-            return False, "doors_open", {"failed": ["doors"]}
+            for check in failed:
+                self._emit(Prompt(CHECK_PROMPTS[check]))
+            return (
+                False,
+                "doors_open" if failed == ["doors"] else "engine_running",
+                {"failed": failed},
+            )
         trip.forgotten_open = False
         self._emit(Lock())
         self.data.outputs.doors = "locked"

@@ -275,3 +275,19 @@ def test_every_led_pattern_the_core_shows_is_one_the_board_knows():
     shown = {e.pattern for e in car.body.applied if isinstance(e, ReaderLed)}
     assert shown <= set(LED_PATTERNS)
     assert {"green_blink", "red_solid", "orange_blink", "forgotten_blink", "error"} <= shown
+
+
+def test_forgotten_item_lock_waits_for_a_running_engine():
+    # SPEC X-SAFE-1, U-FGT-2 (a second key or a sensor fault: never lock on a running engine)
+    car = ended_car()
+    car.tap(ALICE)
+    car.engine(True)
+    car.tap(ALICE)
+    assert Lock() not in car.effects
+    assert Prompt("check_engine") in car.effects
+    assert car.state == "forgotten_item_window"
+    assert car.command("forgotten_lock").code == "engine_running"
+    car.engine(False)
+    car.tap(ALICE)
+    assert Lock() in car.effects
+    assert car.state == "idle"

@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from firmware.bookings import Bookings
 from firmware.config import TripConfig
 from firmware.core import TripCore
 from firmware.effects import CAR_OUTPUTS, CommandResult, Effect, Report
@@ -138,7 +139,7 @@ class Runner:
     def _commit_and_apply(
         self,
         effects: list[Effect],
-        bookings: Any,
+        bookings: Bookings | None,
         command_id: str | None = None,
     ) -> None:
         assert self.core is not None

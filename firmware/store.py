@@ -10,11 +10,12 @@ A corrupt or unreadable database is reported and left exactly as it is: never re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,19 +127,11 @@ class SqliteStore:
                 f"{self.path}: schema version {row[0]}, this unit reads {SCHEMA_VERSION}"
             )
 
-    class _Tx:
-        def __init__(self, store: SqliteStore) -> None:
-            self.store = store
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.store._lock.acquire()
-            return self.store._db
-
-        def __exit__(self, *exc: object) -> None:
-            self.store._lock.release()
-
-    def _tx(self) -> SqliteStore._Tx:
-        return SqliteStore._Tx(self)
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for one thread at a time (the runner writes, a cloud link reads)."""
+        with self._lock:
+            yield self._db
 
     # ---- reading ----------------------------------------------------------------------------
 

@@ -23,9 +23,6 @@ class Deadlines:
     def get(self, name: str) -> float | None:
         return self._due.get(name)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._due
-
     def next_due(self) -> float | None:
         return min(self._due.values(), default=None)
 

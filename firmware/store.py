@@ -187,6 +187,10 @@ class SqliteStore:
             ).fetchall()
         return [OutboxEvent(i, s, t, a, json.loads(d)) for i, s, t, a, d in rows]
 
+    def pending_count(self) -> int:
+        with self._tx() as db:
+            return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
     def last_seq(self) -> int:
         with self._tx() as db:
             return int(self._meta(db, "next_seq")) - 1

@@ -78,7 +78,7 @@ class Unit:
             **snap["data"],
             "bookings_version": core.bookings.version,
             "outbox": {
-                "pending": len(self.store.pending(limit=1_000_000)),
+                "pending": self.store.pending_count(),
                 "last_seq": self.store.last_seq(),
             },
         }

@@ -31,7 +31,7 @@ diagram: $(STAMP)
 
 ## latency figures (printed, not asserted)
 bench: $(STAMP)
-	$(PY) -m benchmarks.trip_core 200
+	@for b in benchmarks/[a-z]*.py; do $(PY) -m benchmarks.$$(basename $$b .py) || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

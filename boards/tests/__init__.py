@@ -1,0 +1,1 @@
+"""Tests of the board room: the real board code under the MicroPython unix port."""

@@ -28,6 +28,8 @@ class Driver:
     id: str
     licence_expiry: str  # ISO date: the last day the licence is valid
     cards: frozenset[str] = frozenset()  # keyed hashes of registered IDms
+    # those of `cards` registered as strong (FeliCa Lite-S): they open only when authenticated
+    strong_cards: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class Bookings:
     def driver_of_card(self, card: str) -> Driver | None:
         return next((d for d in self.drivers.values() if card in d.cards), None)
 
+    def is_strong(self, card: str) -> bool:
+        """Is this card registered as strong (to anyone)? Then its IDm alone opens nothing."""
+        return any(card in d.strong_cards for d in self.drivers.values())
+
     def of_driver(self, driver_id: str) -> list[Reservation]:
         return sorted((r for r in self.reservations if r.driver_id == driver_id), key=_start)
 
@@ -52,10 +58,7 @@ class Bookings:
                 {"id": r.id, "driver_id": r.driver_id, "start": r.start, "end": r.end}
                 for r in sorted(self.reservations, key=_start)
             ],
-            "drivers": [
-                {"id": d.id, "licence_expiry": d.licence_expiry, "cards": sorted(d.cards)}
-                for d in sorted(self.drivers.values(), key=lambda d: d.id)
-            ],
+            "drivers": [_driver_dict(d) for d in sorted(self.drivers.values(), key=lambda d: d.id)],
         }
 
     @staticmethod
@@ -87,7 +90,20 @@ def _driver(d: Mapping[str, Any]) -> Driver:
     expiry = str(d["licence_expiry"])
     dt.date.fromisoformat(expiry)  # refuse a malformed date here, not at the tap
     cards: Iterable[str] = d.get("cards", [])
-    return Driver(str(d["id"]), expiry, frozenset(str(c) for c in cards))
+    strong: Iterable[str] = d.get("strong_cards", [])
+    driver = Driver(
+        str(d["id"]), expiry, frozenset(str(c) for c in cards), frozenset(str(c) for c in strong)
+    )
+    if not driver.strong_cards <= driver.cards:
+        raise ValueError(f"driver {driver.id}: a strong card is not among its cards")
+    return driver
+
+
+def _driver_dict(d: Driver) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": d.id, "licence_expiry": d.licence_expiry, "cards": sorted(d.cards)}
+    if d.strong_cards:  # absent when there are none: older snapshots stay as they were
+        out["strong_cards"] = sorted(d.strong_cards)
+    return out
 
 
 def card_window(r: Reservation, timing: Timing) -> tuple[float, float]:

@@ -93,6 +93,14 @@ class Feedback:
 
 
 @dataclass(frozen=True)
+class Cards:
+    """Which cards open the car. A card registered as strong (FeliCa Lite-S) always needs its
+    mutual authentication; `strong_required` makes every card need it (plain FeliCa refused)."""
+
+    strong_required: bool = False
+
+
+@dataclass(frozen=True)
 class TripConfig:
     """What the trip core needs: the timings, the checks, the station and the feedback."""
 
@@ -100,6 +108,7 @@ class TripConfig:
     end_checks: EndChecks = field(default_factory=EndChecks)
     station: Station = field(default_factory=Station)
     feedback: Feedback = field(default_factory=Feedback)
+    cards: Cards = field(default_factory=Cards)
     timezone: str = "Asia/Tokyo"  # the day a driving licence expires is a local day
 
 
@@ -109,6 +118,7 @@ class UnitConfig:
 
     car_id: str
     card_key: str  # the fleet key for card hashes, hex
+    card_master_key: str = ""  # hex; each FeliCa Lite-S card's key derives from it ("": none)
     database: str = "kagi-unit.db"
     reader: str = "sim:"
     board: str = "sim:"
@@ -120,6 +130,10 @@ class UnitConfig:
     @property
     def card_key_bytes(self) -> bytes:
         return bytes.fromhex(self.card_key)
+
+    @property
+    def card_master_key_bytes(self) -> bytes | None:
+        return bytes.fromhex(self.card_master_key) if self.card_master_key else None
 
 
 def _check(config: TripConfig | UnitConfig) -> None:
@@ -144,6 +158,18 @@ def _check(config: TripConfig | UnitConfig) -> None:
             raise ConfigError("unit.card_key: expected hex digits") from None
         if len(key) < 16:
             raise ConfigError("unit.card_key: must be at least 16 bytes (32 hex digits)")
+        if config.card_master_key:
+            try:
+                master = bytes.fromhex(config.card_master_key)
+            except ValueError:
+                raise ConfigError("unit.card_master_key: expected hex digits") from None
+            if len(master) < 16:
+                raise ConfigError("unit.card_master_key: must be at least 16 bytes (32 hex digits)")
+        elif trip.cards.strong_required:
+            raise ConfigError(
+                "cards.strong_required: strong cards cannot be checked without "
+                "unit.card_master_key (the key their card keys derive from)"
+            )
         if config.clock not in ("system", "manual"):
             raise ConfigError(f"unit.clock: expected 'system' or 'manual', got {config.clock!r}")
 

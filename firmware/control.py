@@ -4,7 +4,7 @@ Each request is one JSON object with an `op`; each reply is one JSON object with
 is answered only once it is committed and its outputs applied, so a client knows exactly what the
 unit has taken. Bad requests get `{"ok": false, "error": "..."}` naming what was wrong.
 
-    {"op": "tap", "idm": "0102030405060708"}
+    {"op": "tap", "idm": "0102030405060708"}   (+ "authenticated": true for a strong card)
     {"op": "door", "door": "driver", "open": true}
     {"op": "key", "present": false, "position": "lend"}
     {"op": "engine", "running": true}   {"op": "brake", "on": true}   {"op": "lights", "on": false}
@@ -65,6 +65,10 @@ def _need(req: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
+def _optional(req: dict[str, Any], key: str, default: bool) -> bool:
+    return _need(req, key, bool) if key in req else default
+
+
 def _number(req: dict[str, Any], key: str) -> float:
     value = _need(req, key, (int, float))
     if isinstance(value, bool):
@@ -73,7 +77,7 @@ def _number(req: dict[str, Any], key: str) -> float:
 
 
 INPUTS: dict[str, Callable[[dict[str, Any]], Input]] = {
-    "tap": lambda r: CardTapped(_idm(r)),
+    "tap": lambda r: CardTapped(_idm(r), _optional(r, "authenticated", False)),
     "door": lambda r: DoorChanged(_need(r, "door", str), _need(r, "open", bool)),
     "key": lambda r: KeyChanged(_need(r, "present", bool), r.get("position", "return")),
     "engine": lambda r: EngineChanged(_need(r, "running", bool)),

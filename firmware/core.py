@@ -42,6 +42,7 @@ from firmware.effects import (
     Unlock,
 )
 from firmware.inputs import (
+    BoardLinkChanged,
     BookingsChanged,
     BrakeChanged,
     CardTapped,
@@ -215,8 +216,8 @@ class TripCore:
     def _dispatch(self, event: Input) -> None:
         s = self.data.sensors
         match event:
-            case CardTapped(idm=idm):
-                self._tap(self.card_of(idm))
+            case CardTapped(idm=idm, authenticated=authenticated):
+                self._tap(self.card_of(idm), authenticated)
             case DoorChanged(door=door, open=is_open):
                 s.doors[door] = is_open
                 self._door_changed(is_open)
@@ -241,6 +242,17 @@ class TripCore:
                 self._bookings_changed(bookings)
             case ClockMoved():
                 pass
+            case BoardLinkChanged(up=up, reason=reason, board=board):
+                self._board_link(up, reason, board)
+
+    def _board_link(self, up: bool, reason: str, board: dict[str, Any]) -> None:
+        """The board link is back: whatever the board holds now (it may have restarted, or be a
+        new board), every output the state implies goes out again, as after a restart
+        (U-DATA-1). _settle() still holds a lock or immobiliser-on while the engine runs
+        (X-SAFE-1). While the link is down nothing changes: the board holds its outputs."""
+        if up:
+            self.data.outputs = Outputs()
+        self._report("board_link", up=up, reason=reason, board=board)
 
     # ---- deadlines ---------------------------------------------------------------------------
 
@@ -362,10 +374,14 @@ class TripCore:
 
     # ---- taps --------------------------------------------------------------------------------
 
-    def _tap(self, card: str) -> None:
+    def _tap(self, card: str, authenticated: bool = False) -> None:
+        if not authenticated and self.bookings.is_strong(card):
+            return self._clone_suspected(card)
+        if not authenticated and self.config.cards.strong_required:
+            return self._deny(card, "strong_card_required")
         driver = self.bookings.driver_of_card(card)
         if self.overlay == m.REGISTERING:
-            self._register(card)
+            self._register(card, authenticated)
         elif self.state == m.IDLE:
             self._tap_start(card, driver)
         elif self.state in m.TRIP_STATES:
@@ -421,6 +437,14 @@ class TripCore:
         self._flash("error")
         self._emit(Prompt(prompt))
         self._report("card_denied", card=card, reason=reason)
+
+    def _clone_suspected(self, card: str) -> None:
+        """A card registered as strong whose IDm came without its authentication: a copy of the
+        IDm (or a reader fault). Denied in every state, and the operator is told."""
+        driver = self.bookings.driver_of_card(card)
+        self._flash("error")
+        self._emit(Prompt("card_denied"))
+        self._report("card_clone_suspected", card=card, driver_id=driver.id if driver else None)
 
     def _card_end_intended(self) -> bool:
         """U-END-2: with the key back at 返却 after use, the trip driver's tap means "end"."""
@@ -528,13 +552,17 @@ class TripCore:
 
     # ---- card registration overlay -----------------------------------------------------------
 
-    def _register(self, card: str) -> None:
+    def _register(self, card: str, strong: bool = False) -> None:
         """U-CARD-2: the next card is registered to the reserving driver; only its IDm is read."""
         reg = self.data.registration
         assert reg is not None
         self._emit(Prompt("card_registered"))
         self._report(
-            "card_registered", driver_id=reg.driver_id, reservation_id=reg.reservation_id, card=card
+            "card_registered",
+            driver_id=reg.driver_id,
+            reservation_id=reg.reservation_id,
+            card=card,
+            strong=strong,  # it passed the Lite-S mutual authentication: register it as strong
         )
         self._end_registration("registered")
 

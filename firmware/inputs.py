@@ -13,9 +13,14 @@ KEY_POSITIONS = ("lend", "return")  # 貸出 / 返却
 
 @dataclass(frozen=True)
 class CardTapped:
-    """A card presented to the reader (one per presentation); only its IDm is read."""
+    """A card presented to the reader (one per presentation); only its IDm is read.
+
+    `authenticated` is True only when the reader ran a successful FeliCa Lite-S mutual
+    authentication with the card's own key (a strong card); a plain card is never authenticated.
+    """
 
     idm: bytes
+    authenticated: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,20 @@ class ClockMoved:
     """Nothing but time passed: the runner fires what fell due."""
 
 
+@dataclass(frozen=True)
+class BoardLinkChanged:
+    """The serial link to the I/O board went down, or is up again (then the core re-applies
+    every output its state implies: the board may have restarted or been replaced).
+
+    `board` is what the board said of itself (name, firmware, pin map, reset cause, how long it
+    went without the unit's heartbeat); `reason` says what happened, for the event and the log.
+    """
+
+    up: bool
+    reason: str = ""
+    board: dict[str, Any] = field(default_factory=dict)
+
+
 Input = (
     CardTapped
     | DoorChanged
@@ -92,6 +111,7 @@ Input = (
     | RemoteCommand
     | BookingsChanged
     | ClockMoved
+    | BoardLinkChanged
 )
 
 

@@ -35,6 +35,7 @@ CREATE TABLE drivers (id TEXT PRIMARY KEY, licence_expiry TEXT NOT NULL);
 CREATE TABLE cards (
     card_hash TEXT NOT NULL,
     driver_id TEXT NOT NULL REFERENCES drivers(id),
+    strong INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (card_hash, driver_id)
 );
 CREATE TABLE reservations (
@@ -90,6 +91,7 @@ class SqliteStore:
             if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                 self._create()
             self._check_schema()
+            self._add_strong_cards()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"{self.path}: the database is unreadable ({exc}); it was left as it is — "
@@ -127,6 +129,12 @@ class SqliteStore:
                 f"{self.path}: schema version {row[0]}, this unit reads {SCHEMA_VERSION}"
             )
 
+    def _add_strong_cards(self) -> None:
+        """A database from before strong cards gets their column (every card plain)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(cards)")]
+        if "strong" not in columns:
+            self._db.execute("ALTER TABLE cards ADD COLUMN strong INTEGER NOT NULL DEFAULT 0")
+
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """The connection, for one thread at a time (the runner writes, a cloud link reads)."""
@@ -151,10 +159,18 @@ class SqliteStore:
     def _bookings(self, db: sqlite3.Connection) -> Bookings:
         version = int(self._meta(db, "bookings_version"))
         cards: dict[str, list[str]] = {}
-        for card, driver in db.execute("SELECT card_hash, driver_id FROM cards"):
+        strong: dict[str, list[str]] = {}
+        for card, driver, is_strong in db.execute("SELECT card_hash, driver_id, strong FROM cards"):
             cards.setdefault(driver, []).append(card)
+            if is_strong:
+                strong.setdefault(driver, []).append(card)
         drivers = [
-            {"id": d, "licence_expiry": exp, "cards": cards.get(d, [])}
+            {
+                "id": d,
+                "licence_expiry": exp,
+                "cards": cards.get(d, []),
+                "strong_cards": strong.get(d, []),
+            }
             for d, exp in db.execute("SELECT id, licence_expiry FROM drivers")
         ]
         reservations = [
@@ -243,7 +259,10 @@ class SqliteStore:
         db.execute("DELETE FROM drivers")
         for d in bookings.drivers.values():
             db.execute("INSERT INTO drivers VALUES (?, ?)", (d.id, d.licence_expiry))
-            db.executemany("INSERT INTO cards VALUES (?, ?)", [(c, d.id) for c in d.cards])
+            db.executemany(
+                "INSERT INTO cards (card_hash, driver_id, strong) VALUES (?, ?, ?)",
+                [(c, d.id, int(c in d.strong_cards)) for c in d.cards],
+            )
         db.executemany(
             'INSERT INTO reservations (id, driver_id, start, "end") VALUES (?, ?, ?, ?)',
             [(r.id, r.driver_id, r.start, r.end) for r in bookings.reservations],

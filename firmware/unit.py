@@ -20,10 +20,23 @@ def _scheme(url: str) -> str:
     return url.split(":", 1)[0] + ":" if ":" in url else url
 
 
-def make_reader(url: str) -> Reader:
+def make_reader(url: str, master_key: bytes | None = None) -> Reader:
+    """`sim:` (the fake), or an nfcpy device path: `usb[:VID:PID]`, `tty:PORT:DRIVER`,
+    `udp:HOST:PORT`. `master_key` is the card master key for FeliCa Lite-S authentication."""
     if _scheme(url) == "sim:":
         return FakeReader()
-    raise ConfigError(f"unit.reader: no reader adapter for {url!r} (this build knows: sim:)")
+    if url.split(":", 1)[0] in ("usb", "tty", "com", "udp"):
+        from firmware.reader_nfc import NfcReader, check_path  # nfcpy only where it is used
+
+        try:
+            check_path(url)
+        except ValueError as exc:
+            raise ConfigError(f"unit.reader: {exc}") from None
+        return NfcReader(url, master_key)
+    raise ConfigError(
+        f"unit.reader: no reader adapter for {url!r} "
+        "(this build knows: sim:, usb[:VID:PID], tty:PORT:DRIVER, udp:HOST:PORT)"
+    )
 
 
 def make_body(url: str) -> Body:
@@ -44,7 +57,7 @@ class Unit:
     def __init__(self, config: UnitConfig) -> None:
         self.config = config
         reader, body, cloud = (
-            make_reader(config.reader),
+            make_reader(config.reader, config.card_master_key_bytes),
             make_body(config.board),
             make_cloud(config.cloud),
         )

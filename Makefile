@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: test lint fix diagram bench clean
+.PHONY: test lint fix diagram docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ fix: $(STAMP)
 ## the state diagram, generated from the machine definition
 diagram: $(STAMP)
 	$(PY) -m firmware.diagram > docs/trip-states.md
+
+## generated documentation: the state diagram and the API's OpenAPI document
+docs: diagram
+	$(PY) -m cloud.openapi > docs/openapi.json
 
 ## latency figures (printed, not asserted)
 bench: $(STAMP)

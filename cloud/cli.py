@@ -1,10 +1,440 @@
-"""`kagi cloud …`: serve the API, administer members, drivers, cards, cars and stations."""
+"""`kagi cloud …`: serve the phone site's API; administer the cloud's database — members,
+drivers, passwords, cards, stations, cars — load a demo fleet, and list what is there.
+
+Every command takes `--db`: a SQLite file (default `kagi-cloud.db`, or $KAGI_CLOUD_DB) or a
+`postgresql://` URL. `init` creates the database or brings its schema up to date; the others
+need it to exist. Bad input is refused with a message naming what was wrong, and changes nothing.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import datetime as dt
+import getpass
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from cloud.auth import hash_password
+from cloud.store import DEFAULT_DB, Store, StoreError, open_store
+from protocol.cards import card_hash, parse_idm
+
+FLEET_KEY = "fleet_key"  # the setting holding the fleet key (hex) that card hashes are keyed by
+# The demo fleet's key is the one of docs/unit.example.toml, so a demo unit reads demo cards.
+DEMO_FLEET_KEY = "00112233445566778899aabbccddeeff"
+
+DEMO: dict[str, list[dict[str, Any]]] = {
+    "stations": [
+        {
+            "station_id": "tokai-1",
+            "name": "Tokai station 1",
+            "lat": 36.4466,
+            "lon": 140.6065,
+            "radius_m": 50.0,
+        },
+        {
+            "station_id": "tokai-2",
+            "name": "Tokai station 2",
+            "lat": 36.4530,
+            "lon": 140.6010,
+            "radius_m": 40.0,
+        },
+    ],
+    "cars": [
+        {"car_id": "car-001", "station_id": "tokai-1", "name": "Compact 1"},
+        {"car_id": "car-002", "station_id": "tokai-1", "name": "Compact 2"},
+        {"car_id": "car-003", "station_id": "tokai-2", "name": "Van 1"},
+    ],
+    "members": [
+        {"member_id": "XXY00001", "name": "Demo Member One", "email": "one@example.jp"},
+        {"member_id": "XXY00002", "name": "Demo Member Two", "email": "two@example.jp"},
+    ],
+    "drivers": [
+        {
+            "driver_id": "XXY00001001",
+            "name": "Alice",
+            "email": "alice@example.jp",
+            "licence_expiry": "2030-12-31",
+            "is_admin": True,
+        },
+        {
+            "driver_id": "XXY00001002",
+            "name": "Bob",
+            "email": "bob@example.jp",
+            "licence_expiry": "2030-12-31",
+            "is_admin": False,
+        },
+        {
+            "driver_id": "XXY00002001",
+            "name": "Carol",
+            "email": "carol@example.jp",
+            "licence_expiry": "2031-03-31",
+            "is_admin": True,
+        },
+        {
+            "driver_id": "XXY00002002",
+            "name": "Dan (licence expired)",
+            "email": "dan@example.jp",
+            "licence_expiry": "2024-01-31",
+            "is_admin": False,
+        },
+    ],
+    "cards": [
+        {"driver_id": "XXY00001001", "idm": "0101010101010101"},
+        {"driver_id": "XXY00001002", "idm": "0202020202020202"},
+        {"driver_id": "XXY00002001", "idm": "0404040404040404"},
+        {"driver_id": "XXY00002002", "idm": "0505050505050505"},
+    ],
+}
+
+DEMO_PASSWORD = "demo"  # every demo account's password (a demo, not a secret)
+
+LISTS = ("members", "drivers", "cards", "stations", "cars", "reservations")
+
+
+class UsageError(Exception):
+    """A command-line value that is wrong before the database is even opened."""
 
 
 def add_parser(rooms: Any) -> None:
     cloud = rooms.add_parser("cloud", help="the operator's cloud")
-    cloud.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmds = cloud.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    db = argparse.ArgumentParser(add_help=False)
+    add_db_argument(db)
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
+        p = cmds.add_parser(name, parents=[db], help=help, description=help)
+        p.set_defaults(func=_guarded(func))
+        return p
+
+    p = command("init", _init, "create the database or bring its schema up to date")
+    p.add_argument("--fleet-key", help="the fleet key for card hashes, hex (default: a new one)")
+
+    command("fleet-key", _fleet_key, "print the fleet key (hex) to provision car units with")
+
+    p = command("add-member", _add_member, "add a member (8-character ID, e.g. XXY00001)")
+    p.add_argument("member_id")
+    p.add_argument("--name", required=True)
+    p.add_argument("--email")
+
+    p = command("add-driver", _add_driver, "add a driver (the member ID + 3 digits)")
+    p.add_argument("driver_id")
+    p.add_argument("--name", required=True)
+    p.add_argument("--email", required=True)
+    p.add_argument("--licence-expiry", type=_date, help="last day the licence is valid, YYYY-MM-DD")
+    p.add_argument("--admin", action="store_true", help="sees all of the member's reservations")
+
+    p = command("add-card", _add_card, "register a driver's card (only its keyed hash is kept)")
+    p.add_argument("driver_id")
+    _card_arguments(p)
+    p.add_argument("--strong", action="store_true", help="a provisioned FeliCa Lite-S card")
+
+    p = command("revoke-card", _revoke_card, "revoke a card at once (lost or stolen)")
+    _card_arguments(p)
+
+    p = command("add-station", _add_station, "add a station with its geofence")
+    p.add_argument("station_id")
+    p.add_argument("--name", required=True)
+    p.add_argument("--lat", type=float, required=True, help="latitude, degrees")
+    p.add_argument("--lon", type=float, required=True, help="longitude, degrees")
+    p.add_argument("--radius", type=float, default=50.0, help="geofence radius, metres (50)")
+
+    p = command("add-car", _add_car, "add a car at a station")
+    p.add_argument("car_id")
+    p.add_argument("--station", required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--kind", default="", help="the policy's car kind (default: base rules)")
+
+    p = command("demo", _demo, "load a demo fleet (stations, cars, members, drivers, cards)")
+    p.add_argument("--fleet-key", help=f"hex; for a new database default {DEMO_FLEET_KEY}")
+
+    p = command(
+        "set-password", _set_password, "set a driver's or member's password for the phone site"
+    )
+    p.add_argument("account_id", help="driver ID (11 characters) or member ID (8 characters)")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+
+    p = command(
+        "serve",
+        _serve,
+        "serve the phone site's API (with no options: kagi-cloud.db here, 127.0.0.1:8080)",
+    )
+    p.add_argument("--host", default=os.environ.get("KAGI_CLOUD_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("KAGI_CLOUD_PORT", "8080")))
+    p.add_argument("--policy", help="a booking policy TOML file (default: the guide's policy)")
+
+    p = command("list", _list, "list members, drivers, cards, stations, cars or reservations")
+    p.add_argument("what", choices=LISTS)
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+
+def add_db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("KAGI_CLOUD_DB", DEFAULT_DB),
+        help=f"SQLite file or postgresql:// URL (default $KAGI_CLOUD_DB or {DEFAULT_DB})",
+    )
+
+
+def _card_arguments(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--idm", help="the card's IDm, 16 hex digits (as `kagi card read` shows)")
+    which.add_argument("--hash", help="the card's keyed hash, 64 hex digits")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (StoreError, UsageError) as exc:
+            if args.debug:
+                raise
+            print(f"kagi cloud {args.command}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _open(args: argparse.Namespace, migrate: bool = False) -> Store:
+    return open_store(args.db, migrate=migrate)
+
+
+def _fleet_key_of(store: Store) -> bytes:
+    key = store.get_setting(FLEET_KEY)
+    if key is None:
+        raise UsageError(
+            f"{store.url} has no fleet key; set one with `kagi cloud init --fleet-key HEX`"
+        )
+    return bytes.fromhex(key)
+
+
+def _parse_key(text: str) -> str:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"--fleet-key: expected hex digits, got {text!r}") from None
+    if len(key) < 16:
+        raise UsageError(f"--fleet-key: must be at least 16 bytes (32 hex digits), got {len(key)}")
+    return key.hex()
+
+
+def _card(store: Store, args: argparse.Namespace) -> str:
+    if args.hash is not None:
+        return str(args.hash).lower()
+    try:
+        idm = parse_idm(args.idm)
+    except ValueError as exc:
+        raise UsageError(f"--idm: {exc}") from None
+    return card_hash(_fleet_key_of(store), idm)
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+def _init(args: argparse.Namespace) -> int:
+    wanted = None if args.fleet_key is None else _parse_key(args.fleet_key)
+    with _open(args, migrate=True) as store:
+        have = store.get_setting(FLEET_KEY)
+        if have is not None and wanted is not None and have != wanted:
+            raise UsageError(
+                "the database already has a different fleet key; changing it would orphan "
+                "every registered card — the key was left as it is"
+            )
+        note = "fleet key kept"
+        if have is None:
+            store.set_setting(FLEET_KEY, wanted or secrets.token_hex(32))
+            note = "fleet key " + ("set" if wanted else "created; `kagi cloud fleet-key` shows it")
+        print(f"{store.url}: schema version {store.schema_version()}, {note}")
+    return 0
+
+
+def _fleet_key(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        print(_fleet_key_of(store).hex())
+    return 0
+
+
+def _add_member(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        m = store.add_member(args.member_id, name=args.name, email=args.email)
+    print(f"member {m.member_id} added")
+    return 0
+
+
+def _add_driver(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        d = store.add_driver(
+            args.driver_id,
+            name=args.name,
+            email=args.email,
+            licence_expiry=args.licence_expiry,
+            is_admin=args.admin,
+        )
+    print(
+        f"driver {d.driver_id} of member {d.member_id} added" + (" (admin)" if d.is_admin else "")
+    )
+    return 0
+
+
+def _add_card(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        card = store.add_card(args.driver_id, _card(store, args), strong=args.strong)
+    print(f"card {card.card_hash} registered to driver {card.driver_id}")
+    return 0
+
+
+def _revoke_card(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        card = store.revoke_card(_card(store, args))
+    assert card.revoked_at is not None
+    print(
+        f"card {card.card_hash} of driver {card.driver_id} revoked at {card.revoked_at:%F %T} UTC"
+    )
+    return 0
+
+
+def _add_station(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        s = store.add_station(
+            args.station_id, name=args.name, lat=args.lat, lon=args.lon, radius_m=args.radius
+        )
+    print(f"station {s.station_id} added ({s.lat}, {s.lon}, radius {s.radius_m:g} m)")
+    return 0
+
+
+def _add_car(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        car = store.add_car(args.car_id, station_id=args.station, name=args.name, kind=args.kind)
+    print(f"car {car.car_id} added at station {car.station_id}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    wanted = None if args.fleet_key is None else _parse_key(args.fleet_key)
+    with _open(args, migrate=True) as store:
+        try:
+            with store.batch():
+                key = store.get_setting(FLEET_KEY)
+                if key is None:
+                    key = wanted or DEMO_FLEET_KEY
+                    store.set_setting(FLEET_KEY, key)
+                elif wanted is not None and wanted != key:
+                    raise UsageError("--fleet-key differs from the database's fleet key")
+                for s in DEMO["stations"]:
+                    store.add_station(**s)
+                for c in DEMO["cars"]:
+                    store.add_car(**c)
+                for m in DEMO["members"]:
+                    store.add_member(**m)
+                for d in DEMO["drivers"]:
+                    expiry = dt.date.fromisoformat(d["licence_expiry"])
+                    store.add_driver(**{**d, "licence_expiry": expiry})
+                for card in DEMO["cards"]:
+                    idm = parse_idm(card["idm"])
+                    store.add_card(card["driver_id"], card_hash(bytes.fromhex(key), idm))
+                secret = hash_password(DEMO_PASSWORD)
+                for account in [*DEMO["members"], *DEMO["drivers"]]:
+                    store.set_password_hash(
+                        account.get("driver_id") or account["member_id"], secret
+                    )
+        except StoreError as exc:
+            raise UsageError(
+                f"{exc}: the demo fleet is (partly) there already; nothing was changed"
+            ) from None
+    print(f"{store.url}: demo fleet loaded")
+    print(f"  stations: {', '.join(s['station_id'] for s in DEMO['stations'])}")
+    print(f"  cars:     {', '.join(c['car_id'] for c in DEMO['cars'])}")
+    for card in DEMO["cards"]:
+        driver = next(d for d in DEMO["drivers"] if d["driver_id"] == card["driver_id"])
+        print(f"  driver {driver['driver_id']} {driver['name']}: card IDm {card['idm']}")
+    print(f"  every account's password: {DEMO_PASSWORD}")
+    return 0
+
+
+def _set_password(args: argparse.Namespace) -> int:
+    if args.password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"new password for {args.account_id}: ")
+    if len(password) < 4:
+        raise UsageError("the password must have at least 4 characters; nothing was changed")
+    with _open(args) as store:
+        store.set_password_hash(args.account_id, hash_password(password))
+    print(f"password of {args.account_id} set")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from cloud.policy import PolicyError, default_policy, load_policy
+    from cloud.server import serve
+
+    try:
+        policy = default_policy() if args.policy is None else load_policy(args.policy)
+    except (PolicyError, OSError) as exc:
+        raise UsageError(f"--policy: {exc}") from None
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with _open(args, migrate=True) as store:
+        if store.get_setting(FLEET_KEY) is None:
+            store.set_setting(FLEET_KEY, secrets.token_hex(32))
+        print(
+            f"kagi cloud: serving {store.url} with policy {policy.name!r} on "
+            f"http://{args.host}:{args.port} (API documentation at /docs)",
+            flush=True,
+        )
+        serve(store, policy, args.host, args.port)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        lists: dict[str, Callable[[], Sequence[Any]]] = {
+            "members": store.list_members,
+            "drivers": store.list_drivers,
+            "cards": store.list_cards,
+            "stations": store.list_stations,
+            "cars": store.list_cars,
+            "reservations": store.list_reservations,
+        }
+        rows = lists[args.what]()
+    records = [_plain(dataclasses.asdict(r)) for r in rows]
+    if args.json:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False))
+    else:
+        _table(records)
+    return 0
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v.isoformat() if isinstance(v, dt.date | dt.datetime) else v for k, v in record.items()
+    }
+
+
+def _table(records: list[dict[str, Any]]) -> None:
+    if not records:
+        print("(none)")
+        return
+    keys = [k for k in records[0] if k not in ("created_at", "updated_at")]
+    cells = [[("" if r[k] is None else str(r[k])) for k in keys] for r in records]
+    widths = [max(len(k), *(len(row[i]) for row in cells)) for i, k in enumerate(keys)]
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,103 @@
+"""Runs the API: assembles store, policy, clock and tokens into an app, and serves it with
+uvicorn — in the foreground for `kagi cloud serve`, or on a thread for tests and the rig."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+import uvicorn
+
+from cloud.api import create_app
+from cloud.auth import Tokens
+from cloud.policy import Policy
+from cloud.service import CarOperations, Cloud
+from cloud.store import Store
+
+TOKEN_SECRET = "api.token_secret"
+
+
+def system_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def token_secret(store: Store) -> bytes:
+    """The API's token secret, made once and kept in the database, so tokens outlive a
+    restart and every worker on the same database accepts them."""
+    stored = store.get_setting(TOKEN_SECRET)
+    if stored is None:
+        store.set_setting(TOKEN_SECRET, secrets.token_hex(32))
+        stored = store.get_setting(TOKEN_SECRET)
+    assert stored is not None
+    return bytes.fromhex(stored)
+
+
+def build(
+    store: Store,
+    policy: Policy,
+    clock: Callable[[], dt.datetime] = system_clock,
+    cars: CarOperations | None = None,
+) -> tuple[Cloud, uvicorn.Config]:
+    cloud = Cloud(store, policy, clock, cars)
+    app = create_app(cloud, Tokens(token_secret(store)))
+    return cloud, uvicorn.Config(app, log_level="warning", access_log=False)
+
+
+class ApiThread:
+    """The API on a background thread, on a free loopback port: `with ApiThread(...) as api:`
+    then `api.url`."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: Policy,
+        clock: Callable[[], dt.datetime] = system_clock,
+        cars: CarOperations | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.cloud, config = build(store, policy, clock, cars)
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._socket.bind((host, 0))
+        self.url = f"http://{host}:{self._socket.getsockname()[1]}"
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the API server did not start")
+            self._thread.join(0.005)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
+        self._socket.close()
+
+
+def serve(
+    store: Store, policy: Policy, host: str, port: int, cars: CarOperations | None = None
+) -> None:
+    """Serve in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    _, config = build(store, policy, system_clock, cars)
+    config.host, config.port = host, port
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it
+    # found: with this one, a stop by SIGTERM ends the process normally (exit 0).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.Server(config).run()

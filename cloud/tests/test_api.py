@@ -295,3 +295,17 @@ def test_the_openapi_document_lists_every_operation(api):
     assert {"/v1/login", "/v1/reservations", "/v1/quotes", "/v1/invoices"} <= set(paths)
     assert {"get", "patch"} <= set(paths["/v1/reservations/{reservation_id}"])
     assert "/v1/reservations/{reservation_id}/operations/{name}" in paths
+
+
+def test_invoices_follow_the_same_visibility_as_reservations(api, fleet):
+    bob, admin, other = Phone(api, BOB), Phone(api, ADMIN), Phone(api, OTHER)
+    bobs = bob.reserve(at(24, 10), at(24, 11)).json()["id"]
+    admins = admin.reserve(at(25, 10), at(25, 11)).json()["id"]
+    for rid in (bobs, admins):
+        fleet.add_invoice(MEMBER, [{"code": "time", "yen": 600}], reservation_id=rid)
+    seen = lambda phone: {i["reservation_id"] for i in phone.call("GET", "/v1/invoices").json()}  # noqa: E731
+    assert seen(bob) == {bobs}
+    assert seen(admin) == {bobs, admins}
+    assert seen(other) == set()
+    (invoice,) = bob.call("GET", "/v1/invoices").json()
+    assert invoice["total_yen"] == 600 and invoice["lines"][0]["code"] == "time"

@@ -20,6 +20,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(MAKE) lint-boards
+
+## the board code against the MicroPython stubs of each port (boards/mypy-<port>.ini)
+.PHONY: lint-boards
+$(VENV)/typings-%/.installed: $(STAMP)
+	$(PY) -m pip install --quiet --upgrade --target $(VENV)/typings-$* 'micropython-$*-stubs>=1.29,<1.30'
+	touch $@
+
+lint-boards: $(VENV)/typings-rp2/.installed $(VENV)/typings-esp32/.installed
+	$(VENV)/bin/mypy --config-file boards/mypy-rp2.ini
+	$(VENV)/bin/mypy --config-file boards/mypy-esp32.ini
 
 fix: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -40,9 +40,18 @@ def make_reader(url: str, master_key: bytes | None = None) -> Reader:
 
 
 def make_body(url: str) -> Body:
+    """`sim:` (the fake), or the I/O board on a serial line by any URL pyserial's
+    `serial_for_url` takes: a device path (`/dev/ttyUSB0`), a pty, `socket://HOST:PORT`…"""
     if _scheme(url) == "sim:":
         return FakeBody()
-    raise ConfigError(f"unit.board: no board adapter for {url!r} (this build knows: sim:)")
+    from firmware.board_link import BoardLink  # pyserial only where it is used
+
+    try:
+        return BoardLink(url)
+    except ValueError as exc:
+        raise ConfigError(
+            f"unit.board: {exc} (this build knows: sim:, a serial device path, socket://HOST:PORT)"
+        ) from None
 
 
 def make_cloud(url: str) -> CloudLink:
@@ -97,6 +106,8 @@ class Unit:
         }
         if isinstance(self.runner.body, FakeBody):
             status["car"] = self.runner.body.car.to_dict()
+        if hasattr(self.runner.body, "status"):  # the board link: up or down, which board
+            status["board"] = self.runner.body.status()
         return status
 
     def close(self) -> None:

@@ -49,7 +49,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "no such reservation of yours, car or operation"),
         (409, "conflicts with another reservation or a newer state"),
         (422, "malformed request, or a booking rule refuses it"),
-        (503, "the car cannot be reached"),
+        (503, "the car cannot be reached (offline, or no link to the cars)"),
+        (504, "the car did not answer in time; the command expired"),
     )
 }
 

@@ -19,8 +19,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cloud import accounts
 from cloud.auth import hash_password
 from cloud.store import DEFAULT_DB, Store, StoreError, open_store
+from cloud.sync import cli as sync_cli
 from protocol.cards import card_hash, parse_idm
 
 FLEET_KEY = "fleet_key"  # the setting holding the fleet key (hex) that card hashes are keyed by
@@ -168,10 +170,35 @@ def add_parser(rooms: Any) -> None:
     p.add_argument("--host", default=os.environ.get("KAGI_CLOUD_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("KAGI_CLOUD_PORT", "8080")))
     p.add_argument("--policy", help="a booking policy TOML file (default: the guide's policy)")
+    env = os.environ.get
+    p.add_argument(
+        "--broker",
+        default=env("KAGI_CLOUD_BROKER"),
+        help="the cars' broker, mqtt://HOST[:PORT] or mqtts://… (default: start an embedded one)",
+    )
+    p.add_argument("--broker-password", default=env("KAGI_CLOUD_BROKER_PASSWORD", ""))
+    p.add_argument("--broker-ca", help="the operator's CA for an mqtts:// broker")
+    p.add_argument("--broker-host", default=env("KAGI_CLOUD_BROKER_HOST", "127.0.0.1"))
+    p.add_argument(
+        "--broker-port",
+        type=int,
+        default=int(env("KAGI_CLOUD_BROKER_PORT", "1883")),
+        help="the embedded broker's port (1883)",
+    )
+    p.add_argument(
+        "--worker",
+        default=env("KAGI_CLOUD_WORKER", "1"),
+        help="this worker's stable name on the shared event stream",
+    )
+    p.add_argument(
+        "--smtp", default=env("KAGI_CLOUD_SMTP"), help="smtp://HOST[:PORT] (default: mails wait)"
+    )
 
     p = command("list", _list, "list members, drivers, cards, stations, cars or reservations")
     p.add_argument("what", choices=LISTS)
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    accounts.add_commands(cmds, [db])  # car-account, mosquitto-config (cloud/accounts.py)
+    sync_cli.add_commands(command)  # public-key (cloud/sync/cli.py)
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
@@ -378,27 +405,59 @@ def _set_password(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """The whole cloud in one process: the API, the sync with the cars over MQTT (an embedded
+    broker unless --broker names one), and the drivers' mails when --smtp names a server."""
+    import contextlib
     import logging
 
+    from cloud.accounts import Accounts, default_accounts
+    from cloud.broker import EmbeddedBroker
+    from cloud.notify import Mailer, SmtpConfig
     from cloud.policy import PolicyError, default_policy, load_policy
     from cloud.server import serve
+    from cloud.sync import CloudSync, SyncConfig
 
     try:
         policy = default_policy() if args.policy is None else load_policy(args.policy)
     except (PolicyError, OSError) as exc:
         raise UsageError(f"--policy: {exc}") from None
+    try:
+        smtp = None if args.smtp is None else SmtpConfig.from_url(args.smtp)
+    except ValueError as exc:
+        raise UsageError(f"--smtp: {exc}") from None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    with _open(args, migrate=True) as store:
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(_open(args, migrate=True))
         if store.get_setting(FLEET_KEY) is None:
             store.set_setting(FLEET_KEY, secrets.token_hex(32))
+        if args.broker is None:
+            broker = EmbeddedBroker(
+                Accounts(default_accounts()), host=args.broker_host, port=args.broker_port
+            ).start()
+            stack.callback(broker.stop)
+            url, password = broker.url, broker.cloud_password
+        else:
+            url, password = args.broker, args.broker_password
+        try:
+            config = SyncConfig(url, password=password, worker=args.worker, cafile=args.broker_ca)
+            config.endpoint()
+        except ValueError as exc:
+            raise UsageError(f"--broker: {exc}") from None
+        sync_store = stack.enter_context(open_store(args.db, migrate=False))
+        sync = stack.enter_context(CloudSync(sync_store, policy, config))
+        if smtp is not None:
+            mail_store = stack.enter_context(open_store(args.db, migrate=False))
+            stack.enter_context(Mailer(mail_store, policy, smtp))
         print(
             f"kagi cloud: serving {store.url} with policy {policy.name!r} on "
-            f"http://{args.host}:{args.port} (API documentation at /docs)",
+            f"http://{args.host}:{args.port} (API documentation at /docs); cars on {url}"
+            + ("" if args.broker else " (embedded broker)")
+            + (f"; mail via {smtp.host}:{smtp.port}" if smtp else "; mails wait in the outbox"),
             flush=True,
         )
-        serve(store, policy, args.host, args.port)
+        serve(store, policy, args.host, args.port, cars=sync)
     return 0
 
 

@@ -22,23 +22,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from cloud.accounts import (
+    CLOUD_USER,
+    AccountsError,
+    Tls,
+    acl_text,
+    hash_password,
+    parse_password_file,
+)
 from protocol import topics
 
-CLOUD_USER = "kagi-cloud"
+__all__ = ["CLOUD_USER", "Mosquitto", "MosquittoError", "acl_text", "write_config"]
 
 
 class MosquittoError(RuntimeError):
     """The broker could not be configured or started; the message says why."""
-
-
-def acl_text(cloud_user: str = CLOUD_USER) -> str:
-    """The ACL: the cloud reaches every car; a car only its own topics (`%u` = its user name)."""
-    return (
-        f"user {cloud_user}\n"
-        f"topic readwrite {topics.ROOT}/#\n"
-        "\n"
-        f"pattern readwrite {topics.ROOT}/%u/#\n"
-    )
 
 
 def write_config(
@@ -52,29 +50,36 @@ def write_config(
     certfile: str | None = None,
     keyfile: str | None = None,
     cloud_user: str = CLOUD_USER,
+    password_file: Path | None = None,
 ) -> Path:
-    """Write `mosquitto.conf`, `passwords` (hashed by mosquitto_passwd) and `acl` into `folder`;
-    return the config file. `accounts` maps user name (car IDs and the cloud's) to password.
-    With `certfile` and `keyfile` the listener speaks TLS (the operator's CA in `cafile`)."""
+    """Write `mosquitto.conf`, `passwords` (Mosquitto's `$7$` hashes) and `acl` into `folder`;
+    return the config file. `accounts` maps user name (car IDs and the cloud's) to password;
+    `password_file` adds the hashed accounts of such a file (the fleet's, `cloud.accounts`).
+    `host` "" listens on every interface. With `certfile` and `keyfile` the listener speaks TLS
+    (the operator's CA in `cafile`)."""
     for user in accounts:
         if user != cloud_user:
             topics.check_car_id(user)
-    tool = shutil.which("mosquitto_passwd")
-    if tool is None:
-        raise MosquittoError("mosquitto_passwd not found: install Debian's mosquitto package")
+    table: dict[str, str] = {}
+    if password_file is not None:
+        try:
+            table.update(parse_password_file(Path(password_file).read_text(), str(password_file)))
+        except FileNotFoundError:
+            raise MosquittoError(f"password file {password_file} does not exist") from None
+        except AccountsError as exc:
+            raise MosquittoError(str(exc)) from None
+    table.update({user: hash_password(password) for user, password in accounts.items()})
+    if (certfile is None) != (keyfile is None):
+        raise MosquittoError("TLS needs both a certfile and a keyfile")
     folder.mkdir(parents=True, exist_ok=True)
     passwords = folder / "passwords"
-    passwords.write_text("")
-    for user, password in accounts.items():
-        done = subprocess.run(
-            [tool, "-b", str(passwords), user, password], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise MosquittoError(f"mosquitto_passwd {user}: {done.stderr.strip()}")
+    fd = os.open(passwords, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{user}:{hashed}\n" for user, hashed in sorted(table.items())))
     acl = folder / "acl"
     acl.write_text(acl_text(cloud_user))
     lines = [
-        f"listener {port} {host}",
+        f"listener {port} {host}".rstrip(),
         "allow_anonymous false",
         f"password_file {passwords}",
         f"acl_file {acl}",
@@ -87,12 +92,24 @@ def write_config(
         "max_queued_messages 100000",
     ]
     if certfile and keyfile:
-        lines += [f"certfile {certfile}", f"keyfile {keyfile}"]
+        lines += [f"certfile {certfile}", f"keyfile {keyfile}", "tls_version tlsv1.2"]
         if cafile:
             lines.append(f"cafile {cafile}")
     config = folder / "mosquitto.conf"
     config.write_text("\n".join(line for line in lines if line) + "\n")
     return config
+
+
+def _readable_by_mosquitto(folder: Path) -> None:
+    """Run as root, mosquitto drops to its own user: let that user read (and save) here."""
+    if os.geteuid() != 0:
+        return
+    try:
+        account = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    for path in (folder, *folder.rglob("*")):
+        os.chown(path, account.pw_uid, account.pw_gid)
 
 
 def _free_port() -> int:
@@ -104,28 +121,62 @@ def _free_port() -> int:
 class Mosquitto:
     """A private Mosquitto on a free loopback port: `with Mosquitto({"car-1": "pw"}) as broker:`.
 
-    `stop()`/`start()` (or `kill()`) keep the folder, so a persistent broker restarts with its
-    retained messages and queued sessions."""
+    `tls` makes its listener speak TLS with those files (copied into its folder so the broker's
+    own user can read them). `stop()`/`start()` (or `kill()`) keep the folder, so a persistent
+    broker restarts with its retained messages and queued sessions. `Mosquitto.from_config` runs
+    a configuration written elsewhere (`kagi cloud mosquitto-config`)."""
 
-    def __init__(self, accounts: Mapping[str, str], *, persistence: bool = False) -> None:
+    def __init__(
+        self,
+        accounts: Mapping[str, str],
+        *,
+        persistence: bool = False,
+        tls: Tls | None = None,
+        password_file: Path | None = None,
+    ) -> None:
         self.accounts = dict(accounts)
         self.persistence = persistence
+        self.tls = tls
         self.folder = Path(tempfile.mkdtemp(prefix="kagi-mosquitto-"))
+        self.owned = True  # close() removes the folder
         self.port = _free_port()
         self.host = "127.0.0.1"
         self.proc: subprocess.Popen[bytes] | None = None
+        files: dict[str, str] = {}
+        if tls is not None:
+            (self.folder / "tls").mkdir()
+            for name in ("certfile", "keyfile", "cafile"):
+                source = getattr(tls, name)
+                if source is not None:
+                    files[name] = str(shutil.copy(source, self.folder / "tls" / f"{name}.pem"))
         self.config = write_config(
-            self.folder, self.accounts, port=self.port, persistence=persistence
+            self.folder,
+            self.accounts,
+            port=self.port,
+            persistence=persistence,
+            password_file=password_file,
+            **files,
         )
-        if os.geteuid() == 0:  # run as root, mosquitto drops to its own user: let it read
-            try:
-                account = pwd.getpwnam("mosquitto")
-            except KeyError:
-                account = None
-            if account is not None:
-                for path in (self.folder, *self.folder.iterdir()):
-                    os.chown(path, account.pw_uid, account.pw_gid)
+        _readable_by_mosquitto(self.folder)
         atexit.register(self.close)
+
+    @classmethod
+    def from_config(cls, config: Path, *, port: int, host: str = "127.0.0.1") -> Mosquitto:
+        """Run an existing configuration whose listener is `host:port`; close() leaves its
+        folder in place (its files are made readable by Mosquitto's user when run as root)."""
+        self = cls.__new__(cls)
+        self.accounts, self.persistence, self.tls = {}, False, None
+        self.config = Path(config).resolve()
+        self.folder = self.config.parent
+        self.owned = False
+        self.port, self.host, self.proc = port, host, None
+        _readable_by_mosquitto(self.folder)
+        atexit.register(self.close)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def start(self) -> Self:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -170,7 +221,8 @@ class Mosquitto:
 
     def close(self) -> None:
         self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.owned:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self.start()

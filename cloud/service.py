@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from cloud import model
 from cloud.auth import AuthError, Caller, check_password
@@ -77,6 +77,13 @@ class CarOperations(Protocol):
         ...
 
 
+@runtime_checkable
+class CarSync(Protocol):
+    """Told when a write concerns a car, so its snapshot goes out at once (the MQTT sync)."""
+
+    def changed(self, car_id: str) -> None: ...
+
+
 class NoCarLink:
     """No link to the cars is configured: remote operations are refused, clearly."""
 
@@ -108,12 +115,20 @@ class Cloud:
         clock: Callable[[], dt.datetime],
         cars: CarOperations | None = None,
         command_timeout: float = 10.0,
+        sync: CarSync | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
         self.car_link: CarOperations = cars or NoCarLink()
         self.command_timeout = command_timeout
+        # The MQTT sync is both: `cars=sync` wires remote operations and snapshots at once.
+        self.sync = sync if sync is not None else cars if isinstance(cars, CarSync) else None
+
+    def _changed(self, car_id: str) -> None:
+        """S-SYNC-1: the store's triggers mark the car; this only saves the sync a poll."""
+        if self.sync is not None:
+            self.sync.changed(car_id)
 
     # ---- who is asking --------------------------------------------------------------------
 
@@ -301,6 +316,7 @@ class Cloud:
                 buffer_minutes=_minutes(policy.booking.car_buffer),
                 member_open_limit=self._open_limit(member, start),
             )
+        self._changed(row.car_id)
         return self._view(row)
 
     def change(
@@ -329,6 +345,7 @@ class Cloud:
                 buffer_minutes=_minutes(self.policy.for_kind(car.kind).booking.car_buffer),
                 expected_version=row.version,
             )
+        self._changed(changed.car_id)
         return self._view(changed)
 
     def cancellation(self, caller: Caller, reservation_id: str) -> Decision:
@@ -360,6 +377,7 @@ class Cloud:
             cancelled = self.store.cancel_reservation(
                 reservation_id, fee=decision.fee, expected_version=row.version
             )
+        self._changed(cancelled.car_id)
         return self._view(cancelled)
 
     def extend(
@@ -382,6 +400,7 @@ class Cloud:
                 buffer_minutes=_minutes(self.policy.for_kind(car.kind).booking.car_buffer),
                 expected_version=row.version,
             )
+        self._changed(extended.car_id)
         return self._view(extended)
 
     def _with_trip(self, row: rec.Reservation) -> rec.Reservation:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from cloud.store.bookings import BookingStore
 from cloud.store.core import Clock, StoreCore, check_not_newer, slot, system_clock
 from cloud.store.fleet import FleetStore
+from cloud.store.sync import SyncStore
 
 __all__ = ["Clock", "Store", "StoreCore", "check_not_newer", "slot", "system_clock"]
 
 
-class Store(FleetStore, BookingStore):
+class Store(FleetStore, BookingStore, SyncStore):
     """The cloud's database: every public method is one transaction (see the modules above)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cloud import migrations
 from cloud.cli import DEMO, DEMO_FLEET_KEY
 from cloud.store import open_store
 from protocol.cards import card_hash
@@ -34,7 +35,7 @@ def kagi(capsys, *argv: str) -> tuple[int, str, str]:
 def admin(empty_url, capsys):
     """`kagi cloud … --db URL` on a database made by `kagi cloud init`."""
     code, out, _ = kagi(capsys, "init", "--db", empty_url, "--fleet-key", KEY)
-    assert code == 0 and "schema version 1, fleet key set" in out
+    assert code == 0 and f"schema version {migrations.LATEST}, fleet key set" in out
 
     def run(*argv: str) -> tuple[int, str, str]:
         return kagi(capsys, *argv, "--db", empty_url)

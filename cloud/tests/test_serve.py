@@ -44,6 +44,9 @@ def environment(tmp_path):
     env.pop("KAGI_CLOUD_DB", None)
     env["PYTHONPATH"] = os.getcwd()
     env["KAGI_CLOUD_PORT"] = str(free_port())
+    env["KAGI_CLOUD_BROKER_PORT"] = str(free_port())
+    for name in ("KAGI_CLOUD_BROKER", "KAGI_BROKER_ACCOUNTS", "KAGI_CLOUD_SMTP"):
+        env.pop(name, None)
     return env
 
 
@@ -87,6 +90,9 @@ def test_serve_with_no_configuration_creates_its_database_and_answers(tmp_path, 
         out = stop(proc)
     assert (tmp_path / "kagi-cloud.db").exists()
     assert "serving kagi-cloud.db" in out
+    assert (
+        f"cars on mqtt://127.0.0.1:{environment['KAGI_CLOUD_BROKER_PORT']} (embedded broker)" in out
+    )
 
 
 def test_a_demo_driver_reserves_through_the_served_api(tmp_path, environment):

@@ -13,6 +13,7 @@ import atexit
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -20,7 +21,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from cloud.accounts import (
     CLOUD_USER,
@@ -30,6 +31,7 @@ from cloud.accounts import (
     hash_password,
     parse_password_file,
 )
+from cloud.pgserver import die_with_parent
 from protocol import topics
 
 __all__ = ["CLOUD_USER", "Mosquitto", "MosquittoError", "acl_text", "write_config"]
@@ -100,13 +102,20 @@ def write_config(
     return config
 
 
-def _readable_by_mosquitto(folder: Path) -> None:
-    """Run as root, mosquitto drops to its own user: let that user read (and save) here."""
+def _mosquitto_account() -> pwd.struct_passwd | None:
+    """When we are root: the `mosquitto` system user to run the broker as, else None."""
     if os.geteuid() != 0:
-        return
+        return None
     try:
-        account = pwd.getpwnam("mosquitto")
+        return pwd.getpwnam("mosquitto")
     except KeyError:
+        return None
+
+
+def _readable_by_mosquitto(folder: Path) -> None:
+    """The broker runs as `mosquitto` when we are root: let that user read (and save) here."""
+    account = _mosquitto_account()
+    if account is None:
         return
     for path in (folder, *folder.rglob("*")):
         os.chown(path, account.pw_uid, account.pw_gid)
@@ -183,7 +192,19 @@ class Mosquitto:
         if not Path(binary).exists():
             raise MosquittoError("mosquitto not found: install Debian's mosquitto package")
         log = open(self.folder / "broker.log", "ab")  # noqa: SIM115 (kept open for the process)
-        self.proc = subprocess.Popen([binary, "-c", str(self.config)], stdout=log, stderr=log)
+        # Started directly as its final user (not root dropping privileges, which would clear
+        # the parent-death signal), so a test process that dies takes its broker with it.
+        account = _mosquitto_account()
+        run_as: dict[str, Any] = {}
+        if account is not None:
+            run_as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(self.config)],
+            stdout=log,
+            stderr=log,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+            **run_as,
+        )
         log.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

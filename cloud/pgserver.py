@@ -73,9 +73,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec function making the child get SIGQUIT (PostgreSQL: immediate shutdown) when the
-    thread that started it dies; None where prctl is unavailable."""
+def die_with_parent(signum: int = signal.SIGQUIT) -> Callable[[], None] | None:
+    """A preexec function making the child get `signum` (default SIGQUIT, PostgreSQL's immediate
+    shutdown) when the thread that started it dies; None where prctl is unavailable. The kernel
+    forgets it when the child changes its user: start it as its final user."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -85,7 +86,7 @@ def _die_with_parent() -> Callable[[], None] | None:
         return None
 
     def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
+        prctl(PR_SET_PDEATHSIG, signum)
 
     return preexec
 
@@ -135,7 +136,7 @@ class PgServer:
             "-E", "UTF8", "--no-locale", "--no-sync",
         ]  # fmt: skip
         done = subprocess.run(
-            initdb, cwd=self.dir, capture_output=True, preexec_fn=_die_with_parent(), **self._run_as
+            initdb, cwd=self.dir, capture_output=True, preexec_fn=die_with_parent(), **self._run_as
         )  # type: ignore[call-overload]
         if done.returncode != 0:
             self.stop()
@@ -182,7 +183,7 @@ class PgServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C of the terminal reaches us, not the server
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
                 **self._run_as,
             )
 

@@ -456,11 +456,12 @@ class BoardLink:
         lost_ms = self._lost_ms if self._lost_ms is not None else hello.lost_ms
         self._lost_ms = None
         log.info(
-            "board link up (%s): %s firmware %s, pin map %s, reset cause %s%s",
+            "board link up (%s): %s firmware %s, pin map %s, build %s, reset cause %s%s",
             reason,
             hello.board,
             hello.firmware,
             hello.pinmap,
+            hello.build or "-",
             hello.cause,
             f"; it went {lost_ms / 1000:.1f} s without heartbeat and held its outputs"
             if lost_ms
@@ -500,6 +501,7 @@ class BoardLink:
             "name": hello.board,
             "firmware": hello.firmware,
             "pinmap": hello.pinmap,
+            "build": hello.build,  # the flashed manifest's build id ("": not flashed by kagi)
             "boot_id": hello.boot_id,
             "reset_cause": hello.cause,
         }

@@ -15,7 +15,9 @@ from firmware.config import ConfigError, load_unit_config
 from firmware.store import SqliteStore, StoreError
 
 
-def add_parser(rooms: Any) -> None:
+def add_parser(rooms: Any) -> Any:
+    """`kagi unit …`; returns its subcommands, to which the technician tools add theirs
+    (`kagi unit provision`, `kagi unit monitor`, from tools/)."""
     unit = rooms.add_parser("unit", help="the car unit")
     cmds = unit.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = cmds.add_parser("run", help="run the car unit")
@@ -24,6 +26,7 @@ def add_parser(rooms: Any) -> None:
     state = cmds.add_parser("state", help="print the saved trip state and outbox, read-only")
     state.add_argument("--config", required=True, help="the unit's TOML configuration file")
     state.set_defaults(func=_state)
+    return cmds
 
 
 def _fail(message: str) -> int:

@@ -6,16 +6,29 @@ import argparse
 import importlib
 import sys
 
+from tools.options import env_flag
+
 # Each room's module has `add_parser(rooms)`; its subcommands set `func`.
-ROOMS = ("firmware.cli", "cloud.cli", "tools.card")
+ROOMS = ("firmware.cli", "cloud.cli", "tools.card", "tools.board")
+# Technician commands that live in tools/ but belong to another room's subcommands: that room's
+# `add_parser` returns its subcommands and each module here adds to them (`add_commands(cmds)`).
+# (The firmware does not import tools: the tools come to it.)
+EXTRA_COMMANDS = {"firmware.cli": ("tools.provision", "tools.monitor")}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kagi", description="kagi car sharing")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=env_flag("KAGI_DEBUG"),
+        help="show tracebacks (default: $KAGI_DEBUG)",
+    )
     rooms = parser.add_subparsers(dest="room", required=True, metavar="ROOM")
     for name in ROOMS:
-        importlib.import_module(name).add_parser(rooms)
+        commands = importlib.import_module(name).add_parser(rooms)
+        for extra in EXTRA_COMMANDS.get(name, ()):
+            importlib.import_module(extra).add_commands(commands)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

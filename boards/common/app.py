@@ -38,6 +38,7 @@ DEFAULTS = {
     "host_baudrate": 115200,
 }
 HELD_FILE = "held.json"  # the held outputs, so that a reset changes none of them
+MANIFEST_FILE = "manifest.json"  # written last by `kagi board flash`: what was flashed
 MAX_EVENTS = 32
 PULLS = {"up": machine.Pin.PULL_UP, "down": machine.Pin.PULL_DOWN}
 
@@ -179,6 +180,17 @@ def load_held() -> dict[str, bool]:
         return {"immobiliser": True, "keybox": True}
 
 
+def load_build() -> str:
+    """The build id of the manifest `kagi board flash` wrote, reported in the hello; "" when the
+    board was not flashed by it (or the manifest is unreadable: the unit then sees no build)."""
+    try:
+        with open(MANIFEST_FILE) as f:
+            build = json.load(f)["build"]
+        return build if isinstance(build, str) and len(build) <= 16 else ""
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def save_held(immobiliser: bool, keybox: bool) -> None:
     tmp = HELD_FILE + ".tmp"
     with open(tmp, "w") as f:
@@ -218,10 +230,16 @@ class Board:
         )
         self.boot_id = struct.unpack(">H", os.urandom(2))[0]
         cause = machine.reset_cause()
-        hello = link.Hello(link.VERSION, self.boot_id, cause, 0, pins.BOARD, FIRMWARE, pins.PINMAP)
+        build = load_build()
+        hello = link.Hello(
+            link.VERSION, self.boot_id, cause, 0, pins.BOARD, FIRMWARE, pins.PINMAP, build
+        )
         self.peer = Peer(self.host.write, self.apply, hello, s, now)
         self._alive = 0
-        log(f"board {pins.BOARD} firmware {FIRMWARE} pin map {pins.PINMAP}, reset: {hello.cause}")
+        log(
+            f"board {pins.BOARD} firmware {FIRMWARE} pin map {pins.PINMAP}"
+            f" build {build or '-'}, reset: {hello.cause}"
+        )
 
     def apply(self, name: str, args: tuple[int, ...], now: int) -> bytes:
         out = self.outputs

@@ -273,6 +273,7 @@ class Hello:
         board: str,
         firmware: str,
         pinmap: str,
+        build: str = "",
     ) -> None:
         self.version = version
         self.boot_id = boot_id
@@ -281,17 +282,20 @@ class Hello:
         self.board = board
         self.firmware = firmware
         self.pinmap = pinmap
+        self.build = build  # the flashed manifest's build id ("" when not flashed by kagi)
 
     @property
     def cause(self) -> str:
         return RESET_CAUSES.get(self.reset_cause, "unknown")
 
     def payload(self) -> bytes:
-        """VERSION, boot id, reset cause, unreported loss (ms), then three short texts."""
+        """VERSION, boot id, reset cause, unreported loss (ms), then three short texts, and a
+        fourth, the build id of the flashed manifest, only when there is one."""
         head = struct.pack(
             ">BHBI", self.version, self.boot_id, self.reset_cause, self.lost_ms & 0xFFFFFFFF
         )
-        return head + _text(self.board) + _text(self.firmware) + _text(self.pinmap)
+        texts = _text(self.board) + _text(self.firmware) + _text(self.pinmap)
+        return head + texts + (_text(self.build) if self.build else b"")
 
     @staticmethod
     def parse(payload: bytes) -> "Hello":
@@ -301,14 +305,17 @@ class Hello:
         version, boot_id, cause, lost_ms = struct.unpack(">BHBI", payload[:8])
         texts = []
         i = 8
-        for _ in range(3):
+        for n in range(4):
+            if n == 3 and i == len(payload):
+                texts.append("")  # no build id: a board not flashed by kagi, or an older one
+                break
             if i >= len(payload) or i + 1 + payload[i] > len(payload):
                 raise ValueError(f"hello: truncated text at byte {i}")
             texts.append(bytes(payload[i + 1 : i + 1 + payload[i]]).decode())
             i += 1 + payload[i]
         if i != len(payload):
             raise ValueError(f"hello: {len(payload) - i} bytes too many")
-        return Hello(version, boot_id, cause, lost_ms, texts[0], texts[1], texts[2])
+        return Hello(version, boot_id, cause, lost_ms, texts[0], texts[1], texts[2], texts[3])
 
 
 def _text(value: str) -> bytes:

@@ -11,6 +11,9 @@
 A UART whose KAGI_SIM_UART<id> names a pty is real I/O on that pty (the host link). Without a
 rig the pins live in memory, so `micropython boards/sim/run.py pico` also runs on its own.
 `reset_cause()` is KAGI_SIM_RESET_CAUSE (the rig sets it when its watchdog restarts the board).
+With KAGI_SIM_CONSOLE set, stdin is the chip's USB console (`boards/sim/chip.py`): a Ctrl-C
+there interrupts the running program with KeyboardInterrupt, as on the chip, so that mpremote
+can take the REPL of a board that runs its firmware.
 """
 
 import io
@@ -82,8 +85,25 @@ def _connect(path):
 if os.getenv("KAGI_SIM_RIG"):
     _connect(os.getenv("KAGI_SIM_RIG"))
 
+_console = None
+if os.getenv("KAGI_SIM_CONSOLE"):
+    _console = select.poll()
+    _console.register(sys.stdin, select.POLLIN)
+
+
+def _console_interrupt():
+    """A Ctrl-C on the console stops the program (bytes before it are what a host typed)."""
+    while _console.poll(0):
+        byte = sys.stdin.buffer.read(1)
+        if byte == b"\x03":
+            raise KeyboardInterrupt
+        if not byte:
+            return
+
 
 def _fresh_inputs():
+    if _console is not None:
+        _console_interrupt()
     if _rig is not None and time.ticks_diff(time.ticks_ms(), _last_drain) >= 1:
         _drain()
 

@@ -6,7 +6,12 @@ True)`), records every output edge, bridges the board's UART to a pty the host o
 (`host_port`) — a cable it can pull (`cable(False)`) or spray noise onto (`inject(...)`) — and
 resets the board when its watchdog goes hungry, as the chip would.
 
+A `flashable` board starts blank, as a new chip would: its filesystem is a folder (`fs`), its
+USB console a pty of its own (`console_port`) where MicroPython's REPL answers (mpremote with
+`resume`), and at each reset it runs whatever `main.py` was flashed there (`boards/sim/chip.py`).
+
     python -m boards.sim.rig pico     # prints the host pty and runs until Ctrl-C
+    python -m boards.sim.rig pico --flashable   # a blank board: also prints its console pty
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from types import ModuleType
 from typing import Any
 
 BOARDS = Path(__file__).resolve().parent.parent
-WDT_RESET, PWRON_RESET = 3, 1
+WDT_RESET, PWRON_RESET, HARD_RESET = 3, 1, 2
+PLATFORMS = {"pico": "rp2", "esp32": "esp32"}  # the chip each board is (MicroPython's sys.platform)
 PARKED = ("key_present", "brake")  # the switches that are on in a parked car; the rest are off
 
 
@@ -69,26 +75,38 @@ class _Boot:
     edges: list[tuple[float, int, int]] = field(default_factory=list)  # (t, pin, level)
     sound: list[tuple[float, int, int]] = field(default_factory=list)  # (t, Hz, duty)
     tx: dict[int, bytearray] = field(default_factory=dict)
+    console: bytearray = field(default_factory=bytearray)  # what the chip said on its console
     wdt_ms: int | None = None
     fed: float = 0.0
 
 
 class SimBoard:
-    """One simulated board; `start()`, use, `close()` (or use it as a context manager)."""
+    """One simulated board; `start()`, use, `close()` (or use it as a context manager).
+
+    `flashable`: a chip with a filesystem and a console instead of the repository's firmware;
+    `platform` is the chip it claims to be (default: the board's own, `PLATFORMS`).
+    """
 
     def __init__(
         self,
         workdir: Path | str,
         board: str = "pico",
         settings: dict[str, int] | None = None,
+        *,
+        flashable: bool = False,
+        platform: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.board = board
         self.pins = load_pins(board)
         self.settings = dict(settings or {})
+        self.flashable = flashable
+        self.platform = platform or PLATFORMS.get(board, board)
+        self.fs = self.workdir / "fs"  # the flashable board's filesystem
         self.log_path = self.workdir / "board.log"
         self._lock = threading.Condition()
+        self._life = threading.Lock()  # one kill or spawn at a time
         self._levels: dict[int, int] = {}
         for name, (gpio, active, _pull) in self.pins.INPUTS.items():
             self._levels[gpio] = active if name in PARKED else 1 - active
@@ -97,6 +115,7 @@ class SimBoard:
         self._conn: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._connected = True
+        self._usb = True
         self._lose = {"host": 0, "board": 0}  # reads to drop on the way to each end
         self._closing = False
         self._threads: list[threading.Thread] = []
@@ -110,6 +129,20 @@ class SimBoard:
             os.set_blocking(fd, False)
         self.board_port = os.ttyname(self._board_slave)
         self.host_port = os.ttyname(self._host_slave)
+        # the USB console of a flashable board: the chip's stdio on one pair, the host's end on
+        # another, bridged like the cable (and copied to the log)
+        self.console_port = ""
+        self._console: tuple[int, int, int, int] | None = None
+        if flashable:
+            self.fs.mkdir(exist_ok=True)
+            chip_master, chip_slave = os.openpty()
+            usb_master, usb_slave = os.openpty()
+            for fd in (chip_slave, usb_slave):
+                tty.setraw(fd)
+            for fd in (chip_master, usb_master):
+                os.set_blocking(fd, False)
+            self._console = (chip_master, chip_slave, usb_master, usb_slave)
+            self.console_port = os.ttyname(usb_slave)
         self._wake_r, self._wake_w = os.pipe()
         # a short path of its own: a unix socket's path may not be longer than 107 bytes
         self._sock_dir = tempfile.mkdtemp(prefix="kagi-rig-")
@@ -132,7 +165,8 @@ class SimBoard:
             thread = threading.Thread(target=target, name=f"sim-{target.__name__}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        self._spawn(PWRON_RESET)
+        with self._life:
+            self._spawn(PWRON_RESET)
         self.wait_running(timeout)
 
     def _spawn(self, cause: int) -> None:
@@ -146,12 +180,25 @@ class SimBoard:
             }
         )
         env.pop("MICROPYPATH", None)
-        args = [f"{k}={v}" for k, v in self.settings.items()]
         with self._lock:
             self._boots.append(_Boot(len(self._boots) + 1, cause))
         with open(self.log_path, "ab") as log:
             log.write(f"---- boot {len(self._boots)} (reset cause {cause}) ----\n".encode())
             log.flush()
+            if self._console is not None:
+                # the flashed settings are the board's own (its pins.py): none given here
+                env.update({"KAGI_SIM_CONSOLE": "1", "KAGI_SIM_PLATFORM": self.platform})
+                chip = self._console[1]
+                self._proc = subprocess.Popen(
+                    [micropython_command(), "-i", str(BOARDS / "sim" / "chip.py")],
+                    cwd=self.fs,
+                    env=env,
+                    stdin=chip,
+                    stdout=chip,
+                    stderr=chip,
+                )
+                return
+            args = [f"{k}={v}" for k, v in self.settings.items()]
             self._proc = subprocess.Popen(
                 [micropython_command(), str(BOARDS / "sim" / "run.py"), self.board, *args],
                 cwd=self.workdir,
@@ -169,14 +216,34 @@ class SimBoard:
             proc.wait(timeout=10)
 
     def wait_running(self, timeout: float = 10.0) -> None:
-        """Until the firmware of the current boot has started its watchdog (it runs)."""
-        self.wait_for(lambda: self._boot.wdt_ms is not None, timeout, "the board to start")
+        """Until the firmware of the current boot has started its watchdog (it runs) — or, on a
+        flashable board with no firmware to run, until its REPL waits on the console."""
+        self.wait_for(
+            lambda: self.firmware_running or b">>> " in self._boot.console,
+            timeout,
+            "the board to start",
+        )
+
+    def wait_firmware(self, timeout: float = 10.0) -> None:
+        """Until the firmware of the current boot runs (its watchdog started)."""
+        self.wait_for(lambda: self.firmware_running, timeout, "the firmware to run")
+
+    @property
+    def firmware_running(self) -> bool:
+        return bool(self._boots) and self._boot.wdt_ms is not None
+
+    def console_text(self, boot: int | None = None) -> str:
+        """What the chip printed on its console in this boot (a flashable board)."""
+        with self._lock:
+            data = self._boots[(boot or len(self._boots)) - 1].console
+            return data.decode(errors="replace")
 
     def restart(self, timeout: float = 10.0) -> None:
         """A power cycle: the firmware starts again from the top."""
         self.resets.append("power")
-        self._kill()
-        self._spawn(PWRON_RESET)
+        with self._life:
+            self._kill()
+            self._spawn(PWRON_RESET)
         self.wait_running(timeout)
 
     def stall(self) -> None:
@@ -185,7 +252,8 @@ class SimBoard:
 
     def close(self) -> None:
         self._closing = True
-        self._kill()
+        with self._life:
+            self._kill()
         os.write(self._wake_w, b"x")
         with contextlib.suppress(OSError):
             self._server.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
@@ -204,6 +272,7 @@ class SimBoard:
             self._host_slave,
             self._wake_r,
             self._wake_w,
+            *(self._console or ()),
         ):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -287,6 +356,10 @@ class SimBoard:
     def cable(self, connected: bool) -> None:
         """Plug or pull the serial cable: while pulled, bytes either way are lost."""
         self._connected = connected
+
+    def usb(self, connected: bool) -> None:
+        """Plug or pull a flashable board's USB console cable (the board keeps its power)."""
+        self._usb = connected
 
     def lose(self, toward: str = "host", reads: int = 1) -> None:
         """The next `reads` chunks on their way to one end vanish (a frame lost on the line)."""
@@ -382,61 +455,94 @@ class SimBoard:
             self._lock.notify_all()
 
     def _watchdog(self) -> None:
-        """The chip's watchdog: no feed within its timeout, and the board starts again."""
+        """The chip's watchdog: no feed within its timeout, and the board starts again. A
+        flashable chip whose program ended (machine.reset(), a soft reset) starts again too."""
         while not self._closing:
             time.sleep(0.02)
-            with self._lock:
-                boot = self._boot if self._boots else None
-                hungry = (
-                    boot is not None
-                    and boot.wdt_ms is not None
-                    and time.monotonic() - boot.fed > boot.wdt_ms / 1000
-                )
-            if hungry and not self._closing:
-                self.resets.append("watchdog")
-                self._kill()
-                self._spawn(WDT_RESET)
+            with self._life:
+                if self._closing:
+                    return
+                with self._lock:
+                    boot = self._boot if self._boots else None
+                    hungry = (
+                        boot is not None
+                        and boot.wdt_ms is not None
+                        and time.monotonic() - boot.fed > boot.wdt_ms / 1000
+                    )
+                if hungry:
+                    self.resets.append("watchdog")
+                    self._kill()
+                    self._spawn(WDT_RESET)
+                elif self.flashable and self._proc is not None and self._proc.poll() is not None:
+                    self.resets.append("reset")
+                    self._proc.wait()
+                    self._spawn(HARD_RESET)
 
     def _bridge(self) -> None:
-        """The cable: copies bytes between the board's pty and the host's while connected."""
+        """The cables: copy bytes between the board's pty and the host's while connected (and
+        a flashable board's console, copied to the log as well)."""
         sel = selectors.DefaultSelector()
         sel.register(self._board_master, selectors.EVENT_READ, self._host_master)
         sel.register(self._host_master, selectors.EVENT_READ, self._board_master)
         sel.register(self._wake_r, selectors.EVENT_READ, None)
+        chip = usb = -1
+        if self._console is not None:
+            chip, _, usb, _ = self._console
+            sel.register(chip, selectors.EVENT_READ, usb)
+            sel.register(usb, selectors.EVENT_READ, chip)
         try:
-            while not self._closing:
-                for key, _ in sel.select():
-                    if key.data is None:
-                        return
-                    try:
-                        data = os.read(key.fd, 4096)
-                    except (BlockingIOError, OSError):
-                        continue
-                    toward = "host" if key.fd == self._board_master else "board"
-                    if data and self._lose[toward]:
-                        self._lose[toward] -= 1
-                        continue
-                    if data and self._connected:
-                        with contextlib.suppress(BlockingIOError, OSError):
-                            os.write(key.data, data)  # a full buffer drops, as a UART would
+            with open(self.log_path, "ab", buffering=0) as log:
+                while not self._closing:
+                    for key, _ in sel.select():
+                        if key.data is None:
+                            return
+                        try:
+                            data = os.read(key.fd, 4096)
+                        except (BlockingIOError, OSError):
+                            continue
+                        if key.fd in (chip, usb):
+                            if key.fd == chip and data:
+                                log.write(data)
+                                with self._lock:
+                                    self._boot.console.extend(data)
+                                    self._lock.notify_all()
+                            connected = self._usb
+                        else:
+                            toward = "host" if key.fd == self._board_master else "board"
+                            if data and self._lose[toward]:
+                                self._lose[toward] -= 1
+                                continue
+                            connected = self._connected
+                        if data and connected:
+                            with contextlib.suppress(BlockingIOError, OSError):
+                                os.write(key.data, data)  # a full buffer drops, as a UART would
         finally:
             sel.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    flashable = "--flashable" in args
+    args = [a for a in args if a != "--flashable"]
     board = args[0] if args else "pico"
     try:
         settings = {k: int(v) for k, _, v in (a.partition("=") for a in args[1:])}
         load_pins(board)
     except ValueError as exc:
-        print(f"boards.sim.rig: {exc} (usage: python -m boards.sim.rig BOARD [setting=N ...])")
+        print(
+            f"boards.sim.rig: {exc} "
+            "(usage: python -m boards.sim.rig BOARD [--flashable] [setting=N ...])"
+        )
         return 2
     with (
         tempfile.TemporaryDirectory(prefix="kagi-sim-") as tmp,
-        SimBoard(tmp, board, settings) as sim,
+        SimBoard(tmp, board, settings, flashable=flashable) as sim,
     ):
-        print(f"board {board} running; host port: {sim.host_port}; log: {sim.log_path}", flush=True)
+        console = f"; console (flash it here): {sim.console_port}" if flashable else ""
+        print(
+            f"board {board} running; host port: {sim.host_port}{console}; log: {sim.log_path}",
+            flush=True,
+        )
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     return 0
 

@@ -32,6 +32,7 @@ amqtt 0.12 cannot be trusted with that as it ships; `KagiBroker` fixes, in one s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -472,8 +473,12 @@ class EmbeddedBroker:
             return
         try:
             asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(15)
-        except Exception as exc:
-            log.warning("embedded broker: unclean shutdown: %s", exc)
+        except (Exception, asyncio.CancelledError) as exc:  # amqtt's can end cancelled
+            log.warning("embedded broker: unclean shutdown: %r", exc)
+        finally:
+            # whatever shutdown did, the listeners close, so the port can be used again
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_close_listeners(broker), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(15)
         self._thread = self._loop = self.broker = None
@@ -492,6 +497,12 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+async def _close_listeners(broker: Broker) -> None:
+    for server in list(getattr(broker, "_servers", {}).values()):
+        with contextlib.suppress(Exception):
+            await server.close_instance()
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -88,6 +88,10 @@ def write_config(
         f"persistence {'true' if persistence else 'false'}",
         f"persistence_location {folder}/",
         "autosave_interval 1" if persistence else "",
+        # save on every change, not only on the timer: a PUBACKed message survives a crash soon
+        # after (the car still holds each event a few seconds past its PUBACK)
+        "autosave_on_changes true" if persistence else "",
+        "set_tcp_nodelay true",  # else Nagle adds ~40 ms to every small QoS 1 exchange
         "log_dest stderr",
         "log_type error",
         "log_type warning",

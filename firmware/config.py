@@ -122,7 +122,14 @@ class UnitConfig:
     database: str = "kagi-unit.db"
     reader: str = "sim:"
     board: str = "sim:"
-    cloud: str = "none:"
+    cloud: str = "none:"  # or mqtt://CAR_ID:PASSWORD@HOST:PORT, mqtts://… (TLS)
+    cloud_public_key: str = ""  # the cloud's Ed25519 public key, 64 hex digits (mqtt clouds)
+    cloud_ca: str = ""  # the operator's CA certificate (PEM) for mqtts ("": the system's)
+    cloud_max_skew: int = duration("5m")  # a signed message further off the unit's clock: report
+    cloud_reconnect_max: int = duration("30s")  # the backoff between attempts grows up to this
+    # an event leaves the outbox this long after the broker's PUBACK, if the connection held: a
+    # broker that crashed sooner may not have saved it (at least its autosave interval)
+    cloud_hold: int = duration("5s")
     clock: str = "system"  # or "manual": time moves only when the control socket says so
     control: str = ""  # a unix socket path for the simulated inputs and the status view
     trip: TripConfig = field(default_factory=TripConfig)
@@ -172,6 +179,43 @@ def _check(config: TripConfig | UnitConfig) -> None:
             )
         if config.clock not in ("system", "manual"):
             raise ConfigError(f"unit.clock: expected 'system' or 'manual', got {config.clock!r}")
+        _check_cloud(config)
+
+
+def _check_cloud(config: UnitConfig) -> None:
+    """The cloud link's keys: a URL this build has an adapter for, and what it needs."""
+    scheme = config.cloud.split(":", 1)[0]
+    if config.cloud.startswith("none:"):
+        return
+    if scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(
+            f"unit.cloud: no cloud adapter for {scheme or config.cloud!r} URLs "
+            "(this build knows: none:, mqtt://CAR_ID:PASSWORD@HOST:PORT, mqtts://…)"
+        )
+    # the protocol and the MQTT client load only for a unit that uses them
+    from firmware.cloud_link import parse_cloud_url
+    from protocol.signing import public_key_from_hex
+    from protocol.topics import check_car_id
+
+    try:
+        check_car_id(config.car_id)
+    except ValueError as exc:
+        raise ConfigError(f"unit.{exc} (it names the car's MQTT topics)") from None
+    try:
+        parse_cloud_url(config.cloud, config.car_id)
+    except ValueError as exc:
+        raise ConfigError(f"unit.cloud: {exc}") from None
+    if not config.cloud_public_key:
+        raise ConfigError(
+            "unit.cloud_public_key: required with an mqtt cloud: the cloud's Ed25519 public key "
+            "(64 hex digits), without which no booking or command can be trusted"
+        )
+    try:
+        public_key_from_hex(config.cloud_public_key)
+    except ValueError as exc:
+        raise ConfigError(f"unit.cloud_public_key: {exc}") from None
+    if config.cloud_ca and scheme != "mqtts":
+        raise ConfigError("unit.cloud_ca: a CA certificate is only used with mqtts:// (TLS)")
 
 
 def _build(cls: type[Any], table: object, prefix: str) -> Any:
@@ -248,4 +292,9 @@ def load_unit_config(path: str | Path) -> UnitConfig:
     _check(config)
     base = path.resolve().parent
     control = str(base / config.control) if config.control else ""
-    return dataclasses.replace(config, database=str(base / config.database), control=control)
+    ca = str(base / config.cloud_ca) if config.cloud_ca else ""
+    if ca and not Path(ca).is_file():
+        raise ConfigError(f"unit.cloud_ca: no such file: {ca}")
+    return dataclasses.replace(
+        config, database=str(base / config.database), control=control, cloud_ca=ca
+    )

@@ -47,6 +47,7 @@ from firmware.inputs import (
     BrakeChanged,
     CardTapped,
     ClockMoved,
+    ClockSkew,
     DoorChanged,
     EngineChanged,
     Input,
@@ -244,6 +245,9 @@ class TripCore:
                 pass
             case BoardLinkChanged(up=up, reason=reason, board=board):
                 self._board_link(up, reason, board)
+            case ClockSkew(offset=offset, source=source):
+                # only reported: the unit keeps its clock (a wrong cloud must not move it)
+                self._report("clock_skew", offset_s=round(offset, 3), source=source)
 
     def _board_link(self, up: bool, reason: str, board: dict[str, Any]) -> None:
         """The board link is back: whatever the board holds now (it may have restarted, or be a

@@ -99,6 +99,17 @@ class BoardLinkChanged:
     board: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ClockSkew:
+    """The cloud link saw a signed message whose issue time is far from the unit's clock: the
+    unit's clock is probably wrong (commands would look expired, or not expire). Reported once.
+
+    `offset` is the message's time minus the unit's, in seconds; `source` names the message."""
+
+    offset: float
+    source: str = ""
+
+
 Input = (
     CardTapped
     | DoorChanged
@@ -112,6 +123,7 @@ Input = (
     | BookingsChanged
     | ClockMoved
     | BoardLinkChanged
+    | ClockSkew
 )
 
 

@@ -51,6 +51,9 @@ class Runner:
         self.clock = clock
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self.core: TripCore | None = None
+        # Told after every commit (on this thread): the trip state just saved and the bookings
+        # version held. The cloud link keeps the car's `state` topic current from it.
+        self.on_commit: Callable[[dict[str, Any], int], None] | None = None
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -146,7 +149,8 @@ class Runner:
         reports = [e for e in effects if isinstance(e, Report | CommandResult)]
         if bookings is not None and bookings is not self.core.bookings:
             bookings = None  # an older snapshot the core ignored
-        events = self.store.commit(self.core.snapshot(), reports, bookings, command_id)
+        snapshot = self.core.snapshot()
+        events = self.store.commit(snapshot, reports, bookings, command_id)
         for effect in effects:
             if isinstance(effect, CAR_OUTPUTS):
                 try:
@@ -155,3 +159,5 @@ class Runner:
                     log.exception("the body failed to apply %r", effect)
         if events:
             self.cloud.outbox_changed()
+        if self.on_commit is not None:
+            self.on_commit(snapshot, self.core.bookings.version)

@@ -9,7 +9,7 @@ from firmware.clock import ManualClock, SystemClock
 from firmware.config import ConfigError, UnitConfig
 from firmware.control import Control
 from firmware.fakes import FakeBody, FakeCloudLink, FakeReader
-from firmware.ports import Body, Clock, CloudLink, Reader
+from firmware.ports import Body, Clock, CloudLink, Reader, Store
 from firmware.runner import Runner
 from firmware.store import SqliteStore
 
@@ -54,10 +54,35 @@ def make_body(url: str) -> Body:
         ) from None
 
 
-def make_cloud(url: str) -> CloudLink:
+def make_cloud(config: UnitConfig, store: Store, clock: Clock) -> CloudLink:
+    """`none:` (a link that sends nothing), or the cloud's MQTT broker:
+    `mqtt://CAR_ID:PASSWORD@HOST:PORT`, `mqtts://…` with `unit.cloud_ca` (firmware.cloud_link)."""
+    url = config.cloud
     if _scheme(url) == "none:":
         return FakeCloudLink()
-    raise ConfigError(f"unit.cloud: no cloud adapter for {url!r} (this build knows: none:)")
+    if url.split(":", 1)[0] in ("mqtt", "mqtts"):
+        from firmware.cloud_link import LinkSettings, MqttCloudLink  # paho only where it is used
+
+        settings = LinkSettings(
+            max_skew=config.cloud_max_skew,
+            reconnect_max=max(1.0, config.cloud_reconnect_max),
+            hold=config.cloud_hold,
+        )
+        try:
+            return MqttCloudLink(
+                url,
+                config.car_id,
+                config.cloud_public_key,
+                store,
+                clock,
+                ca=config.cloud_ca,
+                settings=settings,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"unit.cloud: {exc}") from None
+    raise ConfigError(
+        f"unit.cloud: no cloud adapter for {url!r} (this build knows: none:, mqtt://, mqtts://)"
+    )
 
 
 class Unit:
@@ -65,10 +90,9 @@ class Unit:
 
     def __init__(self, config: UnitConfig) -> None:
         self.config = config
-        reader, body, cloud = (
+        reader, body = (
             make_reader(config.reader, config.card_master_key_bytes),
             make_body(config.board),
-            make_cloud(config.cloud),
         )
         self.store = SqliteStore(config.database)
         clock: Clock = SystemClock()
@@ -76,9 +100,12 @@ class Unit:
             snapshot, _ = self.store.load()
             last = (snapshot or {}).get("data", {}).get("last_time")
             clock = ManualClock(last if last is not None else SystemClock().now())
+        cloud = make_cloud(config, self.store, clock)
         self.runner = Runner(
             config.trip, config.card_key_bytes, self.store, body, reader, cloud, clock
         )
+        if hasattr(cloud, "attach"):  # the MQTT link: acks after commit, state after each step
+            cloud.attach(self.runner)
         self.control: Control | None = None
 
     def start(self) -> None:
@@ -108,6 +135,8 @@ class Unit:
             status["car"] = self.runner.body.car.to_dict()
         if hasattr(self.runner.body, "status"):  # the board link: up or down, which board
             status["board"] = self.runner.body.status()
+        if hasattr(self.runner.cloud, "status"):  # the MQTT link: connected, counts
+            status["cloud"] = self.runner.cloud.status()
         return status
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ log = logging.getLogger("cloud.sync")
 
 # Events kept for the record only: the car acted on its own, the cloud has nothing to write.
 KEPT = (
+    "clock_skew",  # the car's clock is off: logged by the car, kept here for the operator
     "key_taken",
     "key_returned",
     "security_locked",

@@ -17,8 +17,9 @@ from cloud.accounts import CLOUD_USER, Accounts
 from cloud.broker import EmbeddedBroker
 from cloud.mosquitto import Mosquitto
 from cloud.tests import test_broker as suite
-from cloud.tests.test_broker import Peers, Server, make_tls, t
+from cloud.tests.test_broker import Peers, Server, t
 from cloud.tests.test_broker_accounts import fleet, kagi, password_of  # noqa: F401 (fixture)
+from cloud.tests.tls import make_tls
 from protocol import topics
 
 X_SEC_2 = [

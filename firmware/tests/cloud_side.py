@@ -10,9 +10,7 @@ store and MQTT link, with the fake body and reader, on a manual clock.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import gc
-import ipaddress
 import json
 import threading
 import time
@@ -21,15 +19,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.accounts import Tls
 from cloud.broker import BrokerStartError, EmbeddedBroker
 from cloud.mosquitto import CLOUD_USER, Mosquitto
+from cloud.tests.tls import make_tls
 from firmware.clock import ManualClock
 from firmware.cloud_link import LinkSettings, MqttCloudLink, no_delay
 from firmware.config import TripConfig
@@ -113,57 +108,7 @@ def car_url(b: BrokerLike, car_id: str, password: str = PASSWORD, scheme: str = 
 
 def make_ca(folder: Path, host: str = "127.0.0.1") -> Tls:
     """An operator's CA and a broker certificate it signed for `host` (PEM files in `folder`)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def write(path: Path, data: bytes) -> Path:
-        path.write_bytes(data)
-        return path
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name("kagi test operator CA"))
-        .issuer_name(name("kagi test operator CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name(host))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    return Tls.of(
-        write(folder / "broker.crt", cert.public_bytes(pem)),
-        write(
-            folder / "broker.key",
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-        ),
-        write(folder / "ca.crt", ca.public_bytes(pem)),
-    )
+    return make_tls(folder, host)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:

@@ -253,6 +253,10 @@ class Cloud:
         present = [n for n in limits if n is not None]
         return min(present) if present else None
 
+    def _buffer_minutes(self, car: rec.Car) -> int:
+        """The car buffer of C-CAR-1 for this car's kind, as the store writes it."""
+        return int(self.policy.for_kind(car.kind).booking.car_buffer.total_seconds() // 60)
+
     def _booking_parts(
         self, caller: Caller, car_id: str, driver_id: str | None
     ) -> tuple[model.Actor, model.Driver, model.Member, rec.Car]:
@@ -306,14 +310,13 @@ class Cloud:
         if not decision.ok:
             raise refused(decision)
         _, driver, member, car = self._booking_parts(caller, car_id, driver_id)
-        policy = self.policy.for_kind(car.kind)
         with _conflicts():
             row = self.store.create_reservation(
                 car_id=car.car_id,
                 driver_id=driver.id,
                 start=start,
                 end=end,
-                buffer_minutes=_minutes(policy.booking.car_buffer),
+                buffer_minutes=self._buffer_minutes(car),
                 member_open_limit=self._open_limit(member, start),
             )
         self._changed(row.car_id)
@@ -342,7 +345,7 @@ class Cloud:
                 reservation_id,
                 start=start,
                 end=end,
-                buffer_minutes=_minutes(self.policy.for_kind(car.kind).booking.car_buffer),
+                buffer_minutes=self._buffer_minutes(car),
                 expected_version=row.version,
             )
         self._changed(changed.car_id)
@@ -397,7 +400,7 @@ class Cloud:
             extended = self.store.extend_reservation(
                 reservation_id,
                 end=target,
-                buffer_minutes=_minutes(self.policy.for_kind(car.kind).booking.car_buffer),
+                buffer_minutes=self._buffer_minutes(car),
                 expected_version=row.version,
             )
         self._changed(extended.car_id)
@@ -451,7 +454,3 @@ def _conflicts() -> Iterator[None]:
         raise Refused(409, exc.reason, str(exc)) from exc
     except InvalidValue as exc:
         raise Refused(422, "invalid", str(exc), field=exc.field) from exc
-
-
-def _minutes(delta: dt.timedelta) -> int:
-    return int(delta.total_seconds() // 60)

@@ -23,6 +23,7 @@ from cloud.store.core import (
     RES_SELECT,
     TRIP_COLS,
     StoreCore,
+    equal_to,
     slot,
 )
 from cloud.store.errors import (
@@ -179,16 +180,7 @@ class BookingStore(StoreCore):
         starts_before: dt.datetime | None = None,
     ) -> list[Reservation]:
         """Reservations matching every given filter, by start time."""
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("car_id", car_id),
-            ("driver_id", driver_id),
-            ("member_id", member_id),
-        ):
-            if value is not None:
-                where.append(f"r.{column} = ?")
-                params.append(value)
+        where, params = equal_to("r.", car_id=car_id, driver_id=driver_id, member_id=member_id)
         if statuses is not None:
             bad = [s for s in statuses if s not in STATUSES]
             if bad:
@@ -424,16 +416,7 @@ class BookingStore(StoreCore):
         started_after: dt.datetime | None = None,
     ) -> list[Trip]:
         """Trips matching every given filter, by start time."""
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("member_id", member_id),
-            ("driver_id", driver_id),
-            ("car_id", car_id),
-        ):
-            if value is not None:
-                where.append(f"r.{column} = ?")
-                params.append(value)
+        where, params = equal_to("r.", member_id=member_id, driver_id=driver_id, car_id=car_id)
         if started_after is not None:
             where.append("t.started_at > ?")
             params.append(self._time(v.instant(started_after, "started_after")))

@@ -73,6 +73,13 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
+def equal_to(prefix: str = "", **columns: object) -> tuple[list[str], list[object]]:
+    """WHERE terms `{prefix}{column} = ?` and their values, for each column given a value (None
+    means "not filtered")."""
+    given = {c: v for c, v in columns.items() if v is not None}
+    return [f"{prefix}{c} = ?" for c in given], list(given.values())
+
+
 def system_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

@@ -23,7 +23,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud.store.core import CARD_COLS, CHANGE_COLS, DRIVER_COLS, RES_SELECT, StoreCore
+from cloud.store.core import (
+    CARD_COLS,
+    CHANGE_COLS,
+    DRIVER_COLS,
+    RES_SELECT,
+    StoreCore,
+    equal_to,
+)
 from cloud.store.errors import Conflict, InvalidValue, NotFound, StoreError
 from cloud.store.records import Card, Driver, Reservation, ReservationChange
 
@@ -607,15 +614,8 @@ class SyncStore(StoreCore):
         reservation_id: str | None = None,
         unsent: bool = False,
     ) -> list[Notification]:
-        where, params = ["1 = 1"], []
-        for column, value in (
-            ("driver_id", driver_id),
-            ("kind", kind),
-            ("reservation_id", reservation_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        where, params = equal_to(driver_id=driver_id, kind=kind, reservation_id=reservation_id)
+        where.insert(0, "1 = 1")
         if unsent:
             where.append("sent_at IS NULL")
         with self._tx(write=False):

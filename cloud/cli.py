@@ -193,6 +193,12 @@ def add_parser(rooms: Any) -> None:
     p.add_argument(
         "--smtp", default=env("KAGI_CLOUD_SMTP"), help="smtp://HOST[:PORT] (default: mails wait)"
     )
+    p.add_argument(
+        "--clock",
+        default=env("KAGI_CLOUD_CLOCK", "system"),
+        help="system (default) or file:PATH, a file holding the time in seconds since the epoch "
+        "(the HIL rig's car time; never in production)",
+    )
 
     p = command("list", _list, "list members, drivers, cards, stations, cars or reservations")
     p.add_argument("what", choices=LISTS)
@@ -412,6 +418,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from cloud.accounts import Accounts, default_accounts
     from cloud.broker import EmbeddedBroker
+    from cloud.clock import ClockError, parse_clock
     from cloud.notify import Mailer, SmtpConfig
     from cloud.policy import PolicyError, default_policy, load_policy
     from cloud.server import serve
@@ -425,11 +432,15 @@ def _serve(args: argparse.Namespace) -> int:
         smtp = None if args.smtp is None else SmtpConfig.from_url(args.smtp)
     except ValueError as exc:
         raise UsageError(f"--smtp: {exc}") from None
+    try:
+        clock = parse_clock(args.clock)
+    except ClockError as exc:
+        raise UsageError(f"--clock: {exc}") from None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with contextlib.ExitStack() as stack:
-        store = stack.enter_context(_open(args, migrate=True))
+        store = stack.enter_context(open_store(args.db, clock=clock, migrate=True))
         if store.get_setting(FLEET_KEY) is None:
             store.set_setting(FLEET_KEY, secrets.token_hex(32))
         if args.broker is None:
@@ -445,19 +456,20 @@ def _serve(args: argparse.Namespace) -> int:
             config.endpoint()
         except ValueError as exc:
             raise UsageError(f"--broker: {exc}") from None
-        sync_store = stack.enter_context(open_store(args.db, migrate=False))
-        sync = stack.enter_context(CloudSync(sync_store, policy, config))
+        sync_store = stack.enter_context(open_store(args.db, clock=clock, migrate=False))
+        sync = stack.enter_context(CloudSync(sync_store, policy, config, clock=clock))
         if smtp is not None:
-            mail_store = stack.enter_context(open_store(args.db, migrate=False))
-            stack.enter_context(Mailer(mail_store, policy, smtp))
+            mail_store = stack.enter_context(open_store(args.db, clock=clock, migrate=False))
+            stack.enter_context(Mailer(mail_store, policy, smtp, clock=clock))
         print(
             f"kagi cloud: serving {store.url} with policy {policy.name!r} on "
             f"http://{args.host}:{args.port} (API documentation at /docs); cars on {url}"
             + ("" if args.broker else " (embedded broker)")
-            + (f"; mail via {smtp.host}:{smtp.port}" if smtp else "; mails wait in the outbox"),
+            + (f"; mail via {smtp.host}:{smtp.port}" if smtp else "; mails wait in the outbox")
+            + ("" if args.clock == "system" else f"; clock {args.clock}"),
             flush=True,
         )
-        serve(store, policy, args.host, args.port, cars=sync)
+        serve(store, policy, args.host, args.port, cars=sync, clock=clock)
     return 0
 
 

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from cloud.clock import Clock, system_clock
 from cloud.decision import duration_en, duration_ja
 from cloud.fees import reservation_fee
 from cloud.policy import Policy
@@ -52,10 +53,6 @@ SUBJECTS = {
     "trip_ended": ("利用終了受付", "Trip ended"),
     "card_registered": ("認証カードIDのご案内", "Your registered card"),
 }
-
-
-def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -228,7 +225,7 @@ class Mailer:
         policy: Policy,
         smtp: SmtpConfig,
         *,
-        clock: Callable[[], dt.datetime] = system_clock,
+        clock: Clock = system_clock,
         interval: float = 1.0,
         retry_first: dt.timedelta = dt.timedelta(seconds=30),
         retry_max: dt.timedelta = dt.timedelta(hours=1),

@@ -3,12 +3,10 @@ uvicorn — in the foreground for `kagi cloud serve`, or on a thread for tests a
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import signal
 import socket
 import threading
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -16,15 +14,12 @@ import uvicorn
 
 from cloud.api import create_app
 from cloud.auth import Tokens
+from cloud.clock import Clock, system_clock
 from cloud.policy import Policy
 from cloud.service import CarOperations, Cloud
 from cloud.store import Store
 
 TOKEN_SECRET = "api.token_secret"
-
-
-def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def token_secret(store: Store) -> bytes:
@@ -41,7 +36,7 @@ def token_secret(store: Store) -> bytes:
 def build(
     store: Store,
     policy: Policy,
-    clock: Callable[[], dt.datetime] = system_clock,
+    clock: Clock = system_clock,
     cars: CarOperations | None = None,
 ) -> tuple[Cloud, uvicorn.Config]:
     cloud = Cloud(store, policy, clock, cars)
@@ -57,7 +52,7 @@ class ApiThread:
         self,
         store: Store,
         policy: Policy,
-        clock: Callable[[], dt.datetime] = system_clock,
+        clock: Clock = system_clock,
         cars: CarOperations | None = None,
         host: str = "127.0.0.1",
     ) -> None:
@@ -92,10 +87,15 @@ class ApiThread:
 
 
 def serve(
-    store: Store, policy: Policy, host: str, port: int, cars: CarOperations | None = None
+    store: Store,
+    policy: Policy,
+    host: str,
+    port: int,
+    cars: CarOperations | None = None,
+    clock: Clock = system_clock,
 ) -> None:
     """Serve in the foreground until interrupted (Ctrl-C or SIGTERM)."""
-    _, config = build(store, policy, system_clock, cars)
+    _, config = build(store, policy, clock, cars)
     config.host, config.port = host, port
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it
     # found: with this one, a stop by SIGTERM ends the process normally (exit 0).

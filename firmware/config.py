@@ -131,6 +131,8 @@ class UnitConfig:
     # broker that crashed sooner may not have saved it (at least its autosave interval)
     cloud_hold: int = duration("5s")
     clock: str = "system"  # or "manual": time moves only when the control socket says so
+    # where a manual clock starts when the database holds no time yet (epoch s; 0: now)
+    clock_start: float = 0.0
     control: str = ""  # a unix socket path for the simulated inputs and the status view
     trip: TripConfig = field(default_factory=TripConfig)
 
@@ -179,6 +181,10 @@ def _check(config: TripConfig | UnitConfig) -> None:
             )
         if config.clock not in ("system", "manual"):
             raise ConfigError(f"unit.clock: expected 'system' or 'manual', got {config.clock!r}")
+        if config.clock_start < 0:
+            raise ConfigError(f"unit.clock_start: must not be negative, got {config.clock_start}")
+        if config.clock_start and config.clock != "manual":
+            raise ConfigError("unit.clock_start: only a manual clock can start elsewhere")
         _check_cloud(config)
 
 

@@ -99,7 +99,8 @@ class Unit:
         if config.clock == "manual":
             snapshot, _ = self.store.load()
             last = (snapshot or {}).get("data", {}).get("last_time")
-            clock = ManualClock(last if last is not None else SystemClock().now())
+            start = config.clock_start or SystemClock().now()
+            clock = ManualClock(last if last is not None else start)
         cloud = make_cloud(config, self.store, clock)
         self.runner = Runner(
             config.trip, config.card_key_bytes, self.store, body, reader, cloud, clock

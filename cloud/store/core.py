@@ -12,10 +12,12 @@ import abc
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Protocol, Self
 
 from cloud import migrations
+from cloud.clock import Clock as Clock
+from cloud.clock import system_clock as system_clock
 from cloud.store import validate as v
 from cloud.store.errors import (
     NotFound,
@@ -34,8 +36,6 @@ from cloud.store.records import (
     Station,
     Trip,
 )
-
-Clock = Callable[[], dt.datetime]
 
 LIVE = "('reserved', 'in_use')"
 MEMBER_COLS = "member_id, name, email, status, created_at"
@@ -78,10 +78,6 @@ def equal_to(prefix: str = "", **columns: object) -> tuple[list[str], list[objec
     means "not filtered")."""
     given = {c: v for c, v in columns.items() if v is not None}
     return [f"{prefix}{c} = ?" for c in given], list(given.values())
-
-
-def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def slot(

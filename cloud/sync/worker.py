@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud.clock import Clock, system_clock
 from cloud.mosquitto import CLOUD_USER
 from cloud.policy import Policy
 from cloud.service import Refused
@@ -50,10 +51,6 @@ from cloud.sync.snapshots import (
 from protocol import messages, signing, topics
 
 log = logging.getLogger("cloud.sync")
-
-
-def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,7 @@ class CloudSync:
         policy: Policy,
         config: SyncConfig | None = None,
         *,
-        clock: Callable[[], dt.datetime] = system_clock,
+        clock: Clock = system_clock,
     ) -> None:
         self.store = store
         self.policy = policy

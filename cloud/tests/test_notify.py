@@ -8,20 +8,16 @@ down or refuses is tried again later and nothing is lost.
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
-import socket
 import threading
 from collections.abc import Iterator
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from cloud.notify import Mailer, SmtpConfig
 from cloud.store import Store
 from cloud.sync.events import EventApplier
+from cloud.tests.mailbox import Mailbox
 from cloud.tests.test_sync_events import ended, ev, started
 from cloud.tests.test_sync_support import (  # noqa: F401 (fixtures)
     ALICE,
@@ -36,46 +32,6 @@ from cloud.tests.test_sync_support import (  # noqa: F401 (fixtures)
     start_sync,
     wait_until,
 )
-
-
-class Mailbox:
-    """An SMTP server that keeps what it receives; it can refuse mail for a while."""
-
-    def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.messages: list[EmailMessage] = []
-        self.refuse = False
-        self.controller: Controller | None = None
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.refuse:
-            return "451 4.3.0 try again later"
-        raw = envelope.original_content or envelope.content
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 OK"
-
-    def start(self) -> None:
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-    def subjects(self, to: str | None = None) -> list[str]:
-        return [str(m["Subject"]) for m in self.messages if to is None or to in str(m["To"])]
-
-    def one(self, subject_part: str, to: str) -> str:
-        found = [m for m in self.messages if subject_part in str(m["Subject"]) and to in m["To"]]
-        assert len(found) == 1, f"{len(found)} mails {subject_part!r} to {to}"
-        body = found[0].get_body()
-        assert body is not None
-        return str(body.get_content())
 
 
 @pytest.fixture

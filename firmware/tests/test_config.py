@@ -62,6 +62,14 @@ def test_a_good_file_loads_with_durations_and_paths(tmp_path):
         (('card_key = "00112233445566778899aabbccddeeff"', 'card_key = "0011"'), "at least 16"),
         (("[station]", "[stations]"), "stations: unknown key"),
         (('database = "unit.db"', 'database = "unit.db"\nclock = "sundial"'), "unit.clock"),
+        (
+            ('database = "unit.db"', 'database = "unit.db"\nclock_start = 1800000000'),
+            "unit.clock_start: only a manual clock can start elsewhere",
+        ),
+        (
+            ('database = "unit.db"', 'database = "unit.db"\nclock = "manual"\nclock_start = -1'),
+            "unit.clock_start: must not be negative",
+        ),
         (("[timing]", "[timing\n"), "not valid TOML"),
     ],
 )

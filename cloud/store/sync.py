@@ -225,7 +225,8 @@ class SyncStore(StoreCore):
         self, car_id: str, *, ends_after: dt.datetime, starts_before: dt.datetime
     ) -> SnapshotRows:
         """The car's trips in use, and its reserved reservations ending after `ends_after` and
-        starting before `starts_before`, with their drivers and the drivers' active cards."""
+        starting before `starts_before`, with their drivers and the drivers' active cards; also
+        the drivers (not the reservations) of its trips ended after `ends_after`."""
         with self._tx(write=False):
             rows = self._all(
                 f"{RES_SELECT} WHERE r.car_id = ? AND (r.status = 'in_use' OR "
@@ -234,7 +235,15 @@ class SyncStore(StoreCore):
                 (car_id, self._time(ends_after), self._time(starts_before)),
             )
             reservations = tuple(self._reservation(r) for r in rows)
-            ids = sorted({r.driver_id for r in reservations})
+            # and the drivers of the car's trips ended since `ends_after`: the car still takes
+            # their card in the forgotten-item window after the end (U-FGT-1)
+            ended = self._all(
+                "SELECT r.driver_id FROM reservations r JOIN trips t "
+                "ON t.reservation_id = r.reservation_id WHERE r.car_id = ? "
+                "AND r.status = 'completed' AND t.ended_at > ?",
+                (car_id, self._time(ends_after)),
+            )
+            ids = sorted({r.driver_id for r in reservations} | {str(r[0]) for r in ended})
             drivers: tuple[Driver, ...] = ()
             cards: tuple[Card, ...] = ()
             if ids:

@@ -1,0 +1,302 @@
+"""Cards at the car: a new card registered from the phone and mailed, registration running out,
+a revoked card, other drivers' cards and an expired licence — through every real part.
+
+The helpers at the top read what the cloud recorded of the car (its events, read-only from its
+database) and what the car holds and shows; test_remote_only, test_overtime, test_offline and
+test_power_cut use them too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from boards.common.link import LED_PATTERNS
+from cloud.store import open_store
+from firmware.tests.unit_process import read_database
+from hil_tests.phone import Refusal
+from hil_tests.rig import CAR, CARDS, Mark, SimRig, wait_for
+from hil_tests.steps import ALICE, BOB, Hand, advance_to, reserve
+from protocol.cards import card_hash
+
+DAN = "XXY00002002"  # the demo driver whose licence ran out in 2024
+DAN_CARD = "0505050505050505"  # his card (`kagi cloud demo`)
+NEW_CARD = "0909090909090909"  # an IDm no one has
+EARLY = dt.timedelta(minutes=14)  # U-START-1, U-START-2: the reader blinks from start−14 min
+
+
+# ---- what the cloud recorded, what the car holds and shows -----------------------------------
+
+
+def cloud_events(rig: SimRig) -> list[dict[str, Any]]:
+    """Every event the cloud recorded from the car, in the car's order (read-only)."""
+    db = sqlite3.connect(f"file:{rig.db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = db.execute(
+            "SELECT seq, event_id, type, data, outcome FROM car_events WHERE car_id = ? "
+            "ORDER BY seq",
+            (CAR,),
+        ).fetchall()
+    finally:
+        db.close()
+    return [
+        {"seq": s, "id": i, "type": t, "data": json.loads(d), "outcome": o}
+        for s, i, t, d, o in rows
+    ]
+
+
+def events_of(rig: SimRig, kind: str) -> list[dict[str, Any]]:
+    return [e for e in cloud_events(rig) if e["type"] == kind]
+
+
+def wait_event(rig: SimRig, kind: str, count: int = 1) -> list[dict[str, Any]]:
+    """The events of `kind` once the cloud has at least `count` of them."""
+    found: list[dict[str, Any]] = wait_for(
+        lambda: (got := events_of(rig, kind)) and len(got) >= count and got,
+        f"the cloud to record {count} {kind} event(s)",
+    )
+    return found
+
+
+def hash_of(rig: SimRig, idm: str) -> str:
+    """How the cloud and the car name a card (the IDm itself is kept nowhere)."""
+    return card_hash(bytes.fromhex(rig.fleet_key), bytes.fromhex(idm))
+
+
+def car_drivers(rig: SimRig) -> dict[str, dict[str, Any]]:
+    """The drivers the car holds (licence expiry, card hashes), from its own database."""
+    assert rig.unit is not None
+    drivers = read_database(rig.unit.database)["bookings"]["drivers"]
+    return {d["id"]: d for d in drivers}
+
+
+def car_cards(rig: SimRig, driver: str) -> list[str]:
+    return list(car_drivers(rig).get(driver, {}).get("cards", []))
+
+
+def led_patterns(rig: SimRig) -> list[str]:
+    """Every reader LED pattern the board was told to show, in order (from its console)."""
+    assert rig.board is not None
+    found = re.findall(r"command led \((\d+),\)", rig.board.log_text())
+    return [LED_PATTERNS[int(i)] for i in found]
+
+
+def red_rises(rig: SimRig) -> list[float]:
+    """When the reader's red LED went on (green_blink never lights it; error does)."""
+    assert rig.board is not None
+    return [t for t, level in rig.board.edges("led_red") if level]
+
+
+def only(rig: SimRig, mark: Mark, *prompts: str) -> None:
+    """Since `mark` the car said `prompts` and did nothing else: no relay, no hazard lamp."""
+    rig.wait_since(mark, f"the prompts {list(prompts)}", prompts=list(prompts))
+    nothing = {"unlocks": 0, "locks": 0, "hazard_blinks": 0}
+    assert rig.since(mark, settle=0.2) == {**nothing, "prompts": list(prompts)}
+
+
+@pytest.fixture
+def hand(rig: SimRig) -> Iterator[Hand]:
+    with Hand(rig) as held:
+        yield held
+
+
+# ---- registration ----------------------------------------------------------------------------
+
+
+def test_a_card_registered_at_the_car_is_mailed_and_then_starts_the_trip(
+    rig: SimRig, hand: Hand
+) -> None:
+    # SPEC U-CARD-1, U-CARD-2, N-MAIL-1, U-CARD-4, S-SYNC-1, S-SYNC-3, U-START-3
+    bob = reserve(rig, BOB)
+    advance_to(rig, bob.start - EARLY)
+    assert rig.outputs["led"] == "green_blink"
+    mark = rig.mark()
+    assert hand.tap(NEW_CARD)["state"] == "idle"  # a card no one has opens nothing
+    only(rig, mark, "card_denied")
+
+    answer = bob.phone.operate(bob.id, "register_card")
+    assert (answer["ok"], answer["code"]) == (True, "registration_started")
+    seen = rig.outputs
+    assert (seen["overlay"], seen["led"]) == ("registering", "green_yellow_blink")
+    assert seen["prompts"][-1] == "registration"  # "tap the card to register"
+
+    mark = rig.mark()
+    status = hand.tap(NEW_CARD)
+    assert (status["state"], status["overlay"]) == ("idle", "off")
+    only(rig, mark, "card_registered")
+    assert rig.outputs["led"] == "green_blink"  # back to what it showed before
+
+    new = hash_of(rig, NEW_CARD)
+    # the cloud registered it to the reserving driver, as the operator's list shows
+    listed = rig.kagi("cloud", "list", "cards", "--json", "--db", rig.db).splitlines()
+    cards = [json.loads(line) for line in listed]
+    assert [(c["driver_id"], c["revoked_at"]) for c in cards if c["card_hash"] == new] == [
+        (BOB, None)
+    ]
+
+    # N-MAIL-1: 認証カードIDのご案内 to Bob, naming this card (by its ID, never the IDm), once
+    def card_mails() -> list[str]:
+        return [
+            text
+            for m in rig.mails.messages
+            if "認証カードIDのご案内" in str(m["Subject"]) and bob.email in str(m["To"])
+            if new[:16] in (text := str(m.get_body().get_content()))  # type: ignore[union-attr]
+        ]
+
+    (mail,) = wait_for(card_mails, "the card mail to Bob")
+    assert NEW_CARD not in mail  # the card's ID, not its IDm
+    # S-SYNC-3: the command got exactly one result back
+    results = events_of(rig, "command_result")
+    assert [e["data"]["command_id"] for e in results] == [answer["command_id"]]
+    # U-CARD-4, S-SYNC-1: the car holds it as soon as the cloud has it, and it opens the car
+    wait_for(lambda: new in car_cards(rig, BOB), "the car to hold the new card")
+    mark = rig.mark()
+    assert hand.tap(NEW_CARD)["state"] == "unlocked"
+    rig.wait_since(mark, "hazard ×2 and the unlock", unlocks=1, hazard_blinks=2)
+    assert rig.since(mark)["prompts"] == ["start_ok"]
+    assert rig.outputs["doors"] == "unlocked"
+    started = wait_event(rig, "trip_started")
+    assert [(e["data"]["reservation_id"], e["data"]["by"]) for e in started] == [(bob.id, "card")]
+    assert len(card_mails()) == 1
+
+
+def test_registration_without_a_tap_ends_and_the_reader_shows_what_it_did_before(
+    rig: SimRig, hand: Hand
+) -> None:
+    # SPEC U-CARD-1, U-CARD-3, U-FB-1
+    bob = reserve(rig, BOB)
+    advance_to(rig, bob.start - EARLY)
+    answer = bob.phone.operate(bob.id, "register_card")
+    assert answer["ok"]
+    assert answer["data"]["until"] - answer["data"]["at"] == 60  # the default timeout
+    assert rig.outputs["led"] == "green_yellow_blink"
+    rig.advance(seconds=59)
+    assert (rig.status()["overlay"], rig.outputs["led"]) == ("registering", "green_yellow_blink")
+    rig.advance(seconds=1)
+    assert (rig.status()["overlay"], rig.outputs["led"]) == ("off", "green_blink")
+    ended = wait_event(rig, "registration_ended")
+    assert [e["data"]["reason"] for e in ended] == ["timeout"]
+
+    # a card tapped afterwards is not registered: it is an unknown card
+    mark = rig.mark()
+    assert hand.tap(NEW_CARD)["state"] == "idle"
+    only(rig, mark, "card_denied")
+
+    # during the trip the reader is dark; registration lies over it and gives it back
+    assert hand.tap(BOB)["state"] == "unlocked"
+    rig.open_door("driver")  # a door opened in time: no security lock (U-SEC-1)
+    assert rig.outputs["led"] == "dark"
+    assert bob.phone.operate(bob.id, "register_card")["ok"]
+    assert (rig.status()["overlay"], rig.outputs["led"]) == ("registering", "green_yellow_blink")
+    rig.advance(seconds=60)
+    seen = rig.outputs
+    assert (seen["state"], seen["overlay"], seen["led"]) == ("unlocked", "off", "dark")
+    assert hash_of(rig, NEW_CARD) not in car_cards(rig, BOB)
+    listed = rig.kagi("cloud", "list", "cards", "--json", "--db", rig.db)
+    assert hash_of(rig, NEW_CARD) not in listed
+    assert events_of(rig, "card_registered") == []
+
+
+# ---- cards that must not open the car --------------------------------------------------------
+
+
+def test_a_revoked_card_reaches_the_car_at_once_and_never_opens_it(rig: SimRig, hand: Hand) -> None:
+    # SPEC U-CARD-4, S-SYNC-1, U-START-3, U-FB-1, U-FB-3, X-SAFE-2
+    bob = reserve(rig, BOB)
+    advance_to(rig, bob.start - EARLY)
+    bob_card = hash_of(rig, CARDS[BOB])
+    assert car_cards(rig, BOB) == [bob_card]
+
+    # the operator revokes the lost card; the car drops it within a second (S-SYNC-1)
+    out = rig.kagi("cloud", "revoke-card", "--db", rig.db, "--idm", CARDS[BOB])
+    assert f"card {bob_card} of driver {BOB} revoked" in out
+    revoked = time.monotonic()
+    wait_for(lambda: car_cards(rig, BOB) == [], "the car to drop the revoked card")
+    took = time.monotonic() - revoked
+    assert took < 1.0, f"the revocation reached the car after {took:.2f} s"
+
+    told, red, mark = len(led_patterns(rig)), len(red_rises(rig)), rig.mark()
+    status = hand.tap(BOB)
+    assert status["state"] == "idle" and status["trip"] is None
+    only(rig, mark, "card_denied")
+    # U-FB-1: the reader was told the error pattern and lit red (green_blink never lights
+    # red), then went back to green_blink
+    assert led_patterns(rig)[told:] == ["error", "green_blink"]
+    assert len(red_rises(rig)) > red
+    seen = rig.outputs
+    assert (seen["doors"], seen["immobilised"], seen["led"]) == ("locked", True, "green_blink")
+    denied = wait_event(rig, "card_denied")
+    assert [(e["data"]["card"], e["data"]["reason"]) for e in denied] == [
+        (bob_card, "unknown_card")
+    ]
+    assert events_of(rig, "trip_started") == []
+    assert bob.phone.reservation(bob.id)["status"] == "reserved"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the unit flashes `error` and puts the state's pattern back in the same step "
+    "(core.TripCore._deny: _flash, then _settle), so the board shows the error for one link "
+    "round trip (seen: ~2 ms); no one at the windscreen can see it",
+)
+def test_the_error_pattern_after_a_denied_tap_lasts_long_enough_to_be_seen(
+    rig: SimRig, hand: Hand
+) -> None:
+    # SPEC U-FB-1, U-FB-3: the denial feedback is for a person at the windscreen
+    bob = reserve(rig, BOB)
+    advance_to(rig, bob.start - EARLY)
+    red = len(red_rises(rig))
+    hand.tap(NEW_CARD)
+    first = wait_for(lambda: red_rises(rig)[red:], "the red LED")[0]
+    time.sleep(1.2)
+    # the error pattern blinks red every 200 ms: it is still blinking a second later
+    assert any(t - first >= 0.9 for t in red_rises(rig)[red:])
+
+
+def test_other_drivers_and_an_expired_licence_are_denied_and_nothing_opens(
+    rig: SimRig, hand: Hand
+) -> None:
+    # SPEC U-START-3, U-LIC-1, C-LIC-1, U-FB-3, X-SAFE-2, S-SYNC-1
+    bob = reserve(rig, BOB)
+    advance_to(rig, bob.start - EARLY)
+
+    # Dan cannot even book: his licence has expired (C-LIC-1)
+    later = bob.start + dt.timedelta(hours=3)
+    with pytest.raises(Refusal) as refused:
+        rig.phone(DAN).reserve(CAR, later, later + dt.timedelta(hours=1))
+    assert refused.value.code == "licence_expired"
+
+    mark = rig.mark()
+    for card in (ALICE, DAN_CARD):  # the member's admin, who has no reservation; Dan
+        status = hand.tap(card)
+        assert status["state"] == "idle" and status["trip"] is None
+
+    # Bob's licence turns out to have run out yesterday: the operator records it, the car gets
+    # it (S-SYNC-1) and refuses his own valid card at the tap (U-LIC-1)
+    yesterday = (rig.now - dt.timedelta(days=1)).date()
+    with open_store(rig.db, migrate=False) as store:  # no `kagi cloud` command for it yet
+        store.update_driver(BOB, licence_expiry=yesterday)
+    wait_for(
+        lambda: car_drivers(rig)[BOB]["licence_expiry"] == yesterday.isoformat(),
+        "the car to hold Bob's new licence expiry",
+    )
+    status = hand.tap(BOB)
+    assert status["state"] == "idle" and status["trip"] is None
+
+    only(rig, mark, "card_denied", "card_denied", "card_denied")
+    seen = rig.outputs
+    assert (seen["doors"], seen["immobilised"]) == ("locked", True)
+    denied = wait_event(rig, "card_denied", 3)
+    assert [e["data"]["reason"] for e in denied] == [
+        "unknown_card",  # Alice: the car holds the cards of the drivers booked on it only
+        "unknown_card",  # Dan: the same (the cloud never booked him)
+        "licence_expired",
+    ]
+    assert events_of(rig, "trip_started") == []

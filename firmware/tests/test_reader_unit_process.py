@@ -16,7 +16,7 @@ import pytest
 
 from firmware.tests.harness import ALICE, START, bookings
 from firmware.tests.test_reader_nfc import free_udp_port
-from firmware.tests.unit_process import CARD_KEY, UnitProcess, kagi_command
+from firmware.tests.unit_process import CARD_KEY, CLOCK_START, UnitProcess, kagi_command
 
 
 @pytest.fixture
@@ -31,6 +31,7 @@ def unit(tmp_path: Path) -> Iterator[tuple[UnitProcess, str]]:
         'board = "sim:"\n'
         'cloud = "none:"\n'
         'clock = "manual"\n'
+        f"clock_start = {CLOCK_START}\n"
         'control = "control.sock"\n',
         encoding="utf-8",
     )

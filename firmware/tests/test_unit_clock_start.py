@@ -11,7 +11,7 @@ START = 1_800_000_000.0
 
 
 def test_a_manual_clock_starts_at_clock_start_then_resumes_where_it_stopped(tmp_path: Path):
-    write_config(tmp_path, extra=f"clock_start = {START}\n")
+    write_config(tmp_path, clock_start=START)
     unit = UnitProcess(tmp_path)
     try:
         unit.start()

@@ -20,10 +20,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 CARD_KEY = "00112233445566778899aabbccddeeff"
+# Where the manual clock of a test unit starts: before every fixed instant the tests set it to
+# (firmware.tests.harness.START and the like), whatever today's date is.
+CLOCK_START = 1_767_193_200.0  # 2026-01-01 00:00 JST
 
 
-def write_config(folder: Path, car_id: str = "car-crash", extra: str = "") -> Path:
-    """A unit config in `folder`: sim adapters, no cloud, the manual clock, a control socket."""
+def write_config(
+    folder: Path, car_id: str = "car-crash", extra: str = "", clock_start: float = CLOCK_START
+) -> Path:
+    """A unit config in `folder`: sim adapters, no cloud, the manual clock starting at
+    `clock_start`, a control socket."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "unit.toml"
     path.write_text(
@@ -35,6 +41,7 @@ def write_config(folder: Path, car_id: str = "car-crash", extra: str = "") -> Pa
         'board = "sim:"\n'
         'cloud = "none:"\n'
         'clock = "manual"\n'
+        f"clock_start = {clock_start}\n"
         'control = "control.sock"\n' + extra,
         encoding="utf-8",
     )

@@ -240,24 +240,28 @@ def test_a_revoked_card_reaches_the_car_at_once_and_never_opens_it(rig: SimRig, 
     assert bob.phone.reservation(bob.id)["status"] == "reserved"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the unit flashes `error` and puts the state's pattern back in the same step "
-    "(core.TripCore._deny: _flash, then _settle), so the board shows the error for one link "
-    "round trip (seen: ~2 ms); no one at the windscreen can see it",
-)
 def test_the_error_pattern_after_a_denied_tap_lasts_long_enough_to_be_seen(
     rig: SimRig, hand: Hand
 ) -> None:
-    # SPEC U-FB-1, U-FB-3: the denial feedback is for a person at the windscreen
+    # SPEC U-FB-1, U-FB-3: the denial feedback is for a person at the windscreen; the unit says
+    # `error` and at once what the car shows now, and the board keeps the error for its 1.5 s
     bob = reserve(rig, BOB)
     advance_to(rig, bob.start - EARLY)
+    assert rig.board is not None
     red = len(red_rises(rig))
     hand.tap(NEW_CARD)
     first = wait_for(lambda: red_rises(rig)[red:], "the red LED")[0]
-    time.sleep(1.2)
-    # the error pattern blinks red every 200 ms: it is still blinking a second later
-    assert any(t - first >= 0.9 for t in red_rises(rig)[red:])
+    # both told within the tap
+    wait_for(lambda: led_patterns(rig)[-2:] == ["error", "green_blink"], "error, then green")
+    # the error blinks red every 200 ms for 1.5 s: seven more times after the first
+    rises = wait_for(lambda: (r := red_rises(rig)[red:]) and len(r) >= 8 and r, "8 red blinks")
+    assert 1.3 <= rises[7] - first <= 1.5
+    # then the green blink the state shows, and no more red
+    green = wait_for(
+        lambda: [t for t, on in rig.board.edges("led_green") if on and t > rises[-1]], "green"
+    )
+    assert green[0] - first >= 1.45
+    assert red_rises(rig)[red:] == rises[:8]
 
 
 def test_other_drivers_and_an_expired_licence_are_denied_and_nothing_opens(

@@ -36,6 +36,8 @@ DEFAULTS = {
     "input_poll_ms": 5,
     "output_tick_ms": 10,
     "host_baudrate": 115200,
+    "led_error_ms": 1500,  # a refused tap's error pattern shows at least this long
+    "led_accepted_ms": 500,  # an accepted tap's solid red shows at least this long
 }
 HELD_FILE = "held.json"  # the held outputs, so that a reset changes none of them
 MANIFEST_FILE = "manifest.json"  # written last by `kagi board flash`: what was flashed
@@ -225,8 +227,12 @@ class Board:
             h["id"], baudrate=s["host_baudrate"], tx=Pin(h["tx"]), rx=Pin(h["rx"])
         )
         held = load_held()
+        holds = {
+            link.LED_PATTERNS.index("error"): s["led_error_ms"],
+            link.LED_PATTERNS.index("red_solid"): s["led_accepted_ms"],
+        }
         self.outputs = Outputs(
-            relays, buzzer, voice, s["pulse_ms"], now, held["immobiliser"], held["keybox"]
+            relays, buzzer, voice, s["pulse_ms"], now, held["immobiliser"], held["keybox"], holds
         )
         self.boot_id = struct.unpack(">H", os.urandom(2))[0]
         cause = machine.reset_cause()

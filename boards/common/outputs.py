@@ -63,6 +63,10 @@ class Outputs:
 
     `relays`: Pin per name: lock, unlock, immobiliser, hazard, keybox, led_red, led_green,
     led_yellow (all active high). `held`: the immobiliser and key-box states to start with.
+    `led_hold_ms`: the passing patterns (feedback to a tap), by index, and how many ms each shows
+    at least, whatever the unit asks next, so that a person at the windscreen sees it. The unit
+    says "refused" and "what the car shows now" in one breath, a few ms apart; the pattern asked
+    last shows once the passing one is over.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class Outputs:
         now: int,
         immobiliser: bool,
         keybox: bool,
+        led_hold_ms: dict[int, int] | None = None,
     ) -> None:
         self._pins = relays
         self._buzzer = buzzer
@@ -83,8 +88,12 @@ class Outputs:
         self.keybox = keybox
         self._pulse = ""  # "lock" or "unlock" while a pulse runs
         self._pulse_start = now
-        self.led = 0
+        self.led = 0  # the pattern the reader settles to (a passing one shows over it)
         self._led_start = now
+        self._holds = led_hold_ms or {}
+        self._passing = -1  # a passing pattern showing over `led`, until _passing_end
+        self._passing_start = now
+        self._passing_end = now
         self.hazard = 0  # blinks asked for, or KEEP_BLINKING
         self._hazard_start = now
         self._tone = -1
@@ -118,9 +127,25 @@ class Outputs:
         self.tick(now)
 
     def set_led(self, pattern: int, now: int) -> None:
-        if pattern != self.led:  # the same pattern again keeps its rhythm
-            self.led, self._led_start = pattern, now
+        hold = self._holds.get(pattern, 0)
+        if hold > 0:  # passing feedback: over what is shown, for its time (again: anew)
+            self._passing, self._passing_start = pattern, now
+            self._passing_end = time.ticks_add(now, hold)
+        elif pattern != self.led:  # the same pattern again keeps its rhythm
+            self.led = pattern
+            # under a passing pattern, the new one's rhythm begins when it shows
+            self._led_start = self._passing_end if self._passing_over(now) > 0 else now
         self.tick(now)
+
+    def _passing_over(self, now: int) -> int:
+        """ms until the passing pattern is over (0 when none shows)."""
+        if self._passing < 0:
+            return 0
+        left = time.ticks_diff(self._passing_end, now)
+        if left <= 0:
+            self._passing = -1
+            return 0
+        return left
 
     def play_tone(self, tone: int, now: int) -> None:
         self._tone, self._tone_start = tone, now
@@ -152,7 +177,10 @@ class Outputs:
         if self.hazard_left(now):
             t = time.ticks_diff(now, self._hazard_start) % (HAZARD_ON_MS + HAZARD_OFF_MS)
             out["hazard"] = 1 if t < HAZARD_ON_MS else 0
-        lit = step_at(LED_STEPS[self.led], time.ticks_diff(now, self._led_start))
+        if self._passing_over(now):
+            lit = step_at(LED_STEPS[self._passing], time.ticks_diff(now, self._passing_start))
+        else:
+            lit = step_at(LED_STEPS[self.led], max(0, time.ticks_diff(now, self._led_start)))
         for bit, name in enumerate(LED_PINS):
             out[name] = (lit >> bit) & 1
         return out

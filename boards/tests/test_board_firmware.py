@@ -140,6 +140,72 @@ print(json.dumps([out.levels(t)["led_green"] for t in (100, 400, 600)]))
     assert result == [1, 1, 0]
 
 
+# The reader every 100 ms (sampled mid-slot) after a refused tap at 0 ms: the unit sends `error`
+# and, 3 ms later, what the car shows now (green blink); the board was told to show an error
+# for 1 s and an accepted tap for 0.5 s.
+PASSING = (
+    RECORDERS
+    + """
+import link, outputs
+NAMES = ("lock", "unlock", "immobiliser", "hazard", "keybox", "led_red", "led_green", "led_yellow")
+PINS = {n: P(n, 0) for n in NAMES}
+E, R, G, D = (link.LED_PATTERNS.index(p) for p in ("error", "red_solid", "green_blink", "dark"))
+out = outputs.Outputs(PINS, Buzzer(), Uart(), 300, 0, True, True, {E: 1000, R: 500})
+def shown(start, n):
+    marks = ""
+    for k in range(n):
+        lv = out.levels(start + 50 + 100 * k)
+        marks += "R" if lv["led_red"] else "G" if lv["led_green"] else "."
+    return marks
+"""
+)
+
+
+def test_a_refused_taps_error_shows_for_its_time_then_what_the_unit_asked_next():
+    # SPEC U-FB-1, U-FB-3: the denial is for a person at the windscreen, not one link round trip
+    result = run(
+        PASSING
+        + """
+out.set_led(G, 0)
+out.set_led(E, 10000)
+out.set_led(G, 10003)                   # the state's pattern follows at once
+a = shown(10000, 20)
+out.set_led(E, 20000)                   # refused again, nothing after (the pattern stays green)
+b = shown(20000, 15)
+out.set_led(E, 30000)
+out.set_led(D, 30002)
+out.set_led(E, 30600)                   # a second refusal mid-error: its full time again
+c = shown(30000, 18)
+print(json.dumps([a, b, c, out.led == D]))
+"""
+    )
+    error = "R." * 5  # fast red (100 ms steps) for 1 s
+    assert result == [
+        error + "GGGGG.....",  # then the green blink, starting with its lit half
+        error + "GGGGG",
+        "R.R.R." + error + "..",
+        True,  # the board's status names the pattern it settled to
+    ]
+
+
+def test_an_accepted_tap_shows_solid_red_for_half_a_second_and_a_pattern_may_hold_none():
+    # SPEC U-FB-1: red solid when a tap is accepted, then what the state shows
+    result = run(
+        PASSING
+        + """
+out.set_led(G, 0)
+out.set_led(R, 1000)
+out.set_led(D, 1002)
+a = shown(1000, 8)
+out2 = outputs.Outputs(PINS, Buzzer(), Uart(), 300, 0, True, True)   # no holds: as told
+out2.set_led(E, 0)
+out2.set_led(G, 2)
+print(json.dumps([a, out2.levels(150)["led_red"], out2.levels(150)["led_green"]]))
+"""
+    )
+    assert result == ["RRRRR...", 0, 1]
+
+
 def test_hazard_lamps_blink_n_times_or_until_told():
     # SPEC U-FB-2: twice on unlock, once on lock, blinking on a failed end
     result = run(

@@ -57,7 +57,10 @@ def test_every_command_drives_its_output(sim, host):
     unlock_on, unlock_off = (t for t, _level in sim.edges("unlock")[1:])
     assert 0.25 < unlock_off - unlock_on < 0.6  # a pulse of 300 ms
     assert not sim.output("immobiliser") and not sim.output("keybox")
-    assert sim.output("led_red") and not sim.output("led_green")
+    # red_solid: an accepted tap's passing feedback, lit for its half second, then dark again
+    red = sim.edges("led_red")[1:]  # after the pin's setup at boot
+    assert [level for _t, level in red] == [1, 0] and sim.pulses("led_green") == 0
+    assert 0.4 < red[1][0] - red[0][0] < 0.8
     assert [(hz, duty > 0) for _t, hz, duty in sim.sound()][-2:] == [(400, True), (400, False)]
     assert sim.voice_clips() == [14]
 

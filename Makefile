@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: test lint fix diagram docs bench clean
+.PHONY: run test test-hil lint fix diagram docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,9 +12,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## the test command (README): unit tests, property tests and the crash test
+## a whole simulated car and its cloud, to drive in the browser (docs/live.md)
+PORT ?= 8000
+run: $(STAMP)
+	$(PY) -m hil_tests.live --port $(PORT)
+
+## the test command (README): every test, the HIL scenarios on the sim rig included
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## the HIL scenarios alone, on a rig file of hil_tests/rigs/ (RIG=sim by default)
+RIG ?= sim
+test-hil: $(STAMP)
+	$(PY) -m pytest -q hil_tests --rig $(RIG)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -49,4 +59,4 @@ bench: $(STAMP)
 	@for b in benchmarks/[a-z]*.py; do $(PY) -m benchmarks.$$(basename $$b .py) || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .kagi-run

@@ -300,9 +300,22 @@ class Page:
         )
 
 
-def test_a_whole_trip_by_clicking_the_page_in_headless_chromium(live: Live, browser: Any) -> None:
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    """The page of `python -m hil_tests.live`, the command `make run` runs, as a person starts it."""
+    command = Command(tmp_path / "run")
+    try:
+        yield command.wait_url()
+        command.stop("sigterm")
+        assert command.proc.returncode == 0, command.said
+    finally:
+        command.kill()
+
+
+def test_a_whole_trip_by_clicking_the_page_in_headless_chromium(served: str, browser: Any) -> None:
+    # the page that `make run` serves, driven as a person would: by clicking it
     page = Page(browser)
-    browser.get(live.url)
+    browser.get(served)
     page.until(lambda: page.data("state", "state") == "idle", "the car idle")
     assert page.text("car-id") == "car-001" and "cloud online" in page.text("cloud")
     # SPEC U-START-2, U-FB-1: the reader blinks green, lit and dark in turn from the board's pins

@@ -302,7 +302,7 @@ class Page:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    """The page of `python -m hil_tests.live`, the command `make run` runs, as a person starts it."""
+    """The page of `python -m hil_tests.live` (what `make run` runs), started as a person would."""
     command = Command(tmp_path / "run")
     try:
         yield command.wait_url()

@@ -4,8 +4,9 @@ starts a whole car and its cloud as real processes for each test, and the `needs
     @pytest.mark.needs("power_cut")
     def test_the_trip_survives_a_power_cut(rig): ...
 
-A test needing a feature its rig lacks is skipped with the rig's reason. When a test fails, the
-tails of the cloud's, the unit's and the board's logs are printed with its report.
+`hand` is the driver's hand at the reader (`hand.tap(card)`), for scenarios that tap more
+than once. A test needing a feature its rig lacks is skipped with the rig's reason. When a test
+fails, the tails of the cloud's, the unit's and the board's logs are printed with its report.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hil_tests.rig import FEATURES, RigError, RigFile, SimRig, load_rig
+from hil_tests.steps import Hand
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,3 +70,10 @@ def rig(rig_file: RigFile, tmp_path: Path, request: pytest.FixtureRequest) -> It
         yield started
         if request.node.stash.get(FAILED, False):
             print(started.logs())
+
+
+@pytest.fixture
+def hand(rig: SimRig) -> Iterator[Hand]:
+    """The driver's hand at the rig's reader (hil_tests.steps.Hand), for as many taps as wanted."""
+    with Hand(rig) as held:
+        yield held

@@ -23,14 +23,20 @@ is the same nfcpy tt3 emulation `kagi card emulate` runs, held by the test for a
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
+import sqlite3
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from boards.common.link import LED_PATTERNS
 from cloud.cli import DEMO
 from firmware.config import Feedback
+from firmware.tests.unit_process import read_database
 from hil_tests.phone import Phone
 from hil_tests.rig import CAR, CARDS, Mark, SimRig, next_mark, wait_for
+from protocol.cards import card_hash
 from tools.card_emulator import CardEmulator, EmulatedCard
 
 ALICE, BOB = "XXY00001001", "XXY00001002"  # the demo fleet's drivers with a card
@@ -260,3 +266,72 @@ def park_at_station(rig: SimRig, *, brake: bool = True) -> None:
     rig.return_key()
     rig.open_door("driver")
     rig.close_door("driver")
+
+
+# ---- what the cloud recorded, what the car holds and shows -----------------------------------
+
+
+def cloud_events(rig: SimRig) -> list[dict[str, Any]]:
+    """Every event the cloud recorded from the car, in the car's order (read-only)."""
+    db = sqlite3.connect(f"file:{rig.db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = db.execute(
+            "SELECT seq, event_id, type, data, outcome FROM car_events WHERE car_id = ? "
+            "ORDER BY seq",
+            (CAR,),
+        ).fetchall()
+    finally:
+        db.close()
+    return [
+        {"seq": s, "id": i, "type": t, "data": json.loads(d), "outcome": o}
+        for s, i, t, d, o in rows
+    ]
+
+
+def events_of(rig: SimRig, kind: str) -> list[dict[str, Any]]:
+    return [e for e in cloud_events(rig) if e["type"] == kind]
+
+
+def wait_event(rig: SimRig, kind: str, count: int = 1) -> list[dict[str, Any]]:
+    """The events of `kind` once the cloud has at least `count` of them."""
+    found: list[dict[str, Any]] = wait_for(
+        lambda: (got := events_of(rig, kind)) and len(got) >= count and got,
+        f"the cloud to record {count} {kind} event(s)",
+    )
+    return found
+
+
+def hash_of(rig: SimRig, idm: str) -> str:
+    """How the cloud and the car name a card (the IDm itself is kept nowhere)."""
+    return card_hash(bytes.fromhex(rig.fleet_key), bytes.fromhex(idm))
+
+
+def car_drivers(rig: SimRig) -> dict[str, dict[str, Any]]:
+    """The drivers the car holds (licence expiry, card hashes), from its own database."""
+    assert rig.unit is not None
+    drivers = read_database(rig.unit.database)["bookings"]["drivers"]
+    return {d["id"]: d for d in drivers}
+
+
+def car_cards(rig: SimRig, driver: str) -> list[str]:
+    return list(car_drivers(rig).get(driver, {}).get("cards", []))
+
+
+def led_patterns(rig: SimRig) -> list[str]:
+    """Every reader LED pattern the board was told to show, in order (from its console)."""
+    assert rig.board is not None
+    found = re.findall(r"command led \((\d+),\)", rig.board.log_text())
+    return [LED_PATTERNS[int(i)] for i in found]
+
+
+def red_rises(rig: SimRig) -> list[float]:
+    """When the reader's red LED went on (green_blink never lights it; error does)."""
+    assert rig.board is not None
+    return [t for t, level in rig.board.edges("led_red") if level]
+
+
+def only(rig: SimRig, mark: Mark, *prompts: str) -> None:
+    """Since `mark` the car said `prompts` and did nothing else: no relay, no hazard lamp."""
+    rig.wait_since(mark, f"the prompts {list(prompts)}", prompts=list(prompts))
+    nothing = {"unlocks": 0, "locks": 0, "hazard_blinks": 0}
+    assert rig.since(mark, settle=0.2) == {**nothing, "prompts": list(prompts)}

@@ -1,110 +1,38 @@
 """Cards at the car: a new card registered from the phone and mailed, registration running out,
 a revoked card, other drivers' cards and an expired licence — through every real part.
-
-The helpers at the top read what the cloud recorded of the car (its events, read-only from its
-database) and what the car holds and shows; test_remote_only, test_overtime, test_offline and
-test_power_cut use them too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import re
-import sqlite3
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from boards.common.link import LED_PATTERNS
 from cloud.store import open_store
-from firmware.tests.unit_process import read_database
 from hil_tests.phone import Refusal
-from hil_tests.rig import CAR, CARDS, Mark, SimRig, wait_for
-from hil_tests.steps import ALICE, BOB, Hand, advance_to, reserve
-from protocol.cards import card_hash
+from hil_tests.rig import CAR, CARDS, SimRig, wait_for
+from hil_tests.steps import (
+    ALICE,
+    BOB,
+    Hand,
+    advance_to,
+    car_cards,
+    car_drivers,
+    events_of,
+    hash_of,
+    led_patterns,
+    only,
+    red_rises,
+    reserve,
+    wait_event,
+)
 
 DAN = "XXY00002002"  # the demo driver whose licence ran out in 2024
 DAN_CARD = "0505050505050505"  # his card (`kagi cloud demo`)
 NEW_CARD = "0909090909090909"  # an IDm no one has
 EARLY = dt.timedelta(minutes=14)  # U-START-1, U-START-2: the reader blinks from start−14 min
-
-
-# ---- what the cloud recorded, what the car holds and shows -----------------------------------
-
-
-def cloud_events(rig: SimRig) -> list[dict[str, Any]]:
-    """Every event the cloud recorded from the car, in the car's order (read-only)."""
-    db = sqlite3.connect(f"file:{rig.db}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = db.execute(
-            "SELECT seq, event_id, type, data, outcome FROM car_events WHERE car_id = ? "
-            "ORDER BY seq",
-            (CAR,),
-        ).fetchall()
-    finally:
-        db.close()
-    return [
-        {"seq": s, "id": i, "type": t, "data": json.loads(d), "outcome": o}
-        for s, i, t, d, o in rows
-    ]
-
-
-def events_of(rig: SimRig, kind: str) -> list[dict[str, Any]]:
-    return [e for e in cloud_events(rig) if e["type"] == kind]
-
-
-def wait_event(rig: SimRig, kind: str, count: int = 1) -> list[dict[str, Any]]:
-    """The events of `kind` once the cloud has at least `count` of them."""
-    found: list[dict[str, Any]] = wait_for(
-        lambda: (got := events_of(rig, kind)) and len(got) >= count and got,
-        f"the cloud to record {count} {kind} event(s)",
-    )
-    return found
-
-
-def hash_of(rig: SimRig, idm: str) -> str:
-    """How the cloud and the car name a card (the IDm itself is kept nowhere)."""
-    return card_hash(bytes.fromhex(rig.fleet_key), bytes.fromhex(idm))
-
-
-def car_drivers(rig: SimRig) -> dict[str, dict[str, Any]]:
-    """The drivers the car holds (licence expiry, card hashes), from its own database."""
-    assert rig.unit is not None
-    drivers = read_database(rig.unit.database)["bookings"]["drivers"]
-    return {d["id"]: d for d in drivers}
-
-
-def car_cards(rig: SimRig, driver: str) -> list[str]:
-    return list(car_drivers(rig).get(driver, {}).get("cards", []))
-
-
-def led_patterns(rig: SimRig) -> list[str]:
-    """Every reader LED pattern the board was told to show, in order (from its console)."""
-    assert rig.board is not None
-    found = re.findall(r"command led \((\d+),\)", rig.board.log_text())
-    return [LED_PATTERNS[int(i)] for i in found]
-
-
-def red_rises(rig: SimRig) -> list[float]:
-    """When the reader's red LED went on (green_blink never lights it; error does)."""
-    assert rig.board is not None
-    return [t for t, level in rig.board.edges("led_red") if level]
-
-
-def only(rig: SimRig, mark: Mark, *prompts: str) -> None:
-    """Since `mark` the car said `prompts` and did nothing else: no relay, no hazard lamp."""
-    rig.wait_since(mark, f"the prompts {list(prompts)}", prompts=list(prompts))
-    nothing = {"unlocks": 0, "locks": 0, "hazard_blinks": 0}
-    assert rig.since(mark, settle=0.2) == {**nothing, "prompts": list(prompts)}
-
-
-@pytest.fixture
-def hand(rig: SimRig) -> Iterator[Hand]:
-    with Hand(rig) as held:
-        yield held
 
 
 # ---- registration ----------------------------------------------------------------------------
@@ -247,7 +175,8 @@ def test_the_error_pattern_after_a_denied_tap_lasts_long_enough_to_be_seen(
     # `error` and at once what the car shows now, and the board keeps the error for its 1.5 s
     bob = reserve(rig, BOB)
     advance_to(rig, bob.start - EARLY)
-    assert rig.board is not None
+    board = rig.board
+    assert board is not None
     red = len(red_rises(rig))
     hand.tap(NEW_CARD)
     first = wait_for(lambda: red_rises(rig)[red:], "the red LED")[0]
@@ -258,7 +187,7 @@ def test_the_error_pattern_after_a_denied_tap_lasts_long_enough_to_be_seen(
     assert 1.3 <= rises[7] - first <= 1.5
     # then the green blink the state shows, and no more red
     green = wait_for(
-        lambda: [t for t, on in rig.board.edges("led_green") if on and t > rises[-1]], "green"
+        lambda: [t for t, on in board.edges("led_green") if on and t > rises[-1]], "green"
     )
     assert green[0] - first >= 1.45
     assert red_rises(rig)[red:] == rises[:8]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,6 +15,7 @@ from hil_tests.steps import (
     BOB,
     Hand,
     advance_to,
+    cloud_events,
     get_in_and_drive,
     park_at_station,
     reserve,
@@ -23,16 +23,9 @@ from hil_tests.steps import (
     wait_mail,
     wait_phone_status,
 )
-from hil_tests.test_cards import cloud_events
 
 MIN = dt.timedelta(minutes=1)
 TRIP = ["trip_started", "key_taken", "key_returned", "trip_ended", "forgotten_window_closed"]
-
-
-@pytest.fixture
-def hand(rig: SimRig) -> Iterator[Hand]:
-    with Hand(rig) as held:
-        yield held
 
 
 def cloud_row(rig: SimRig, sql: str, *args: object) -> list[tuple[object, ...]]:

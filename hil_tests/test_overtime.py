@@ -4,7 +4,6 @@ penalised by the cloud."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,15 +14,16 @@ from hil_tests.steps import (
     BOB,
     Hand,
     advance_to,
+    events_of,
     get_in_and_drive,
     park_at_station,
     reserve,
     start_by_card,
+    wait_event,
     wait_immobilised,
     wait_mail,
     wait_phone_status,
 )
-from hil_tests.test_cards import events_of, wait_event
 
 MIN = dt.timedelta(minutes=1)
 # The guide's fee table (SPEC F-TIME-1, F-DIST-1, F-OVER-1; cloud/policies/carshare.toml), by hand
@@ -31,12 +31,6 @@ UNIT_YEN = 150  # per 15 minutes
 PER_KM_YEN = 20
 OVERTIME_FACTOR = 2  # overtime costs twice the time fee, in 15-minute units rounded up
 UNAUTHORISED_YEN = 3000  # per unauthorised extension
-
-
-@pytest.fixture
-def hand(rig: SimRig) -> Iterator[Hand]:
-    with Hand(rig) as held:
-        yield held
 
 
 def test_a_late_return_runs_on_normally_and_is_billed_with_overtime_and_penalty(

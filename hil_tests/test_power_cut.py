@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,24 +14,19 @@ from hil_tests.steps import (
     BOB,
     Hand,
     advance_to,
+    cloud_events,
     drive,
     get_in_and_drive,
     park_at_station,
     reserve,
     start_by_card,
+    wait_event,
     wait_immobilised,
     wait_mail,
     wait_phone_status,
 )
-from hil_tests.test_cards import cloud_events, wait_event
 
 MIN = dt.timedelta(minutes=1)
-
-
-@pytest.fixture
-def hand(rig: SimRig) -> Iterator[Hand]:
-    with Hand(rig) as held:
-        yield held
 
 
 def trip_view(status: dict[str, object]) -> tuple[object, ...]:

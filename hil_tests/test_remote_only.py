@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-
-import pytest
 
 from hil_tests.rig import SimRig
 from hil_tests.steps import (
     BOB,
     Hand,
     advance_to,
+    events_of,
     get_in_and_drive,
+    led_patterns,
+    only,
     park_at_station,
     reserve,
+    wait_event,
     wait_immobilised,
     wait_mail,
     wait_phone_status,
 )
-from hil_tests.test_cards import events_of, led_patterns, only, wait_event
 
 MIN = dt.timedelta(minutes=1)
-
-
-@pytest.fixture
-def hand(rig: SimRig) -> Iterator[Hand]:
-    with Hand(rig) as held:
-        yield held
 
 
 def test_after_the_reader_went_dark_the_trip_starts_and_ends_only_remotely(

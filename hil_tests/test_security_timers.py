@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from hil_tests.rig import SimRig
 from hil_tests.steps import (
@@ -27,12 +24,6 @@ from hil_tests.steps import (
 )
 
 MIN = dt.timedelta(minutes=1)
-
-
-@pytest.fixture
-def hand(rig: SimRig) -> Iterator[Hand]:
-    with Hand(rig) as held:
-        yield held
 
 
 def test_a_key_never_taken_locks_after_10_minutes_and_a_reunlock_restarts_the_timers(

@@ -8,9 +8,6 @@ reader's LED, the state) and what the phone site shows.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-
-import pytest
 
 from firmware.config import Feedback
 from hil_tests.rig import SimRig
@@ -33,12 +30,6 @@ from hil_tests.steps import (
 
 MIN = dt.timedelta(minutes=1)
 FEEDBACK = Feedback()  # the hazard blink counts of U-FB-2, as the car is configured
-
-
-@pytest.fixture
-def hand(rig: SimRig) -> Iterator[Hand]:
-    with Hand(rig) as held:
-        yield held
 
 
 def test_a_whole_trip_by_card_from_reservation_to_idle(rig: SimRig, hand: Hand) -> None:

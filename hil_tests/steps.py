@@ -160,11 +160,11 @@ class Hand:
         assert rig.unit is not None
         self.rig = rig
         self._log = rig.unit.log_path
-        opened = self._count(": opened")
+        start = self._size()
         self._field = CardEmulator(rig.reader_url)  # the empty field: the reader opens on it
         try:
             # with nothing at its udp port the unit's reader retries every second
-            wait_for(lambda: self._count(": opened") > opened, "the unit's reader to open")
+            wait_for(lambda: ": opened" in self._since(start), "the unit's reader to open")
         except BaseException:
             self._field.stop()
             raise
@@ -184,20 +184,29 @@ class Hand:
         """Present `card` (a demo driver's ID or an IDm) until the car reads it, take it away
         until the reader sees it gone; the unit's status after the tap was handled."""
         idm = bytes.fromhex(CARDS.get(card, card))
-        tapped, away = self._count("card tapped ("), self._count("card taken away")
+        start = self._size()
         self._field.present(EmulatedCard.plain(idm))
         try:
-            wait_for(lambda: self._count("card tapped (") > tapped, f"the car to read {idm.hex()}")
+            wait_for(lambda: "card tapped (" in self._since(start), f"the car to read {idm.hex()}")
         finally:
             self._field.remove()
-        wait_for(lambda: self._count("card taken away") > away, "the reader to see it go")
+        wait_for(lambda: "card taken away" in self._since(start), "the reader to see it go")
         return self.rig.status()  # answered after the tap was handled (the runner is in order)
 
-    def _count(self, phrase: str) -> int:
+    def _size(self) -> int:
         try:
-            return self._log.read_text(encoding="utf-8", errors="replace").count(phrase)
+            return self._log.stat().st_size
         except FileNotFoundError:
             return 0
+
+    def _since(self, offset: int) -> str:
+        """The unit's log from `offset` on (it only grows: the unit appends to it)."""
+        try:
+            with open(self._log, "rb") as log:
+                log.seek(offset)
+                return log.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
 
 
 def start_by_card(rig: SimRig, hand: Hand, booking: Booking) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,8 +22,9 @@ from typing import Any, TypeVar
 from firmware.config import Timing
 from firmware.prompts import BY_ID
 from hil_tests.phone import JST, Phone, Refusal
-from hil_tests.rig import CAR, CARDS, DOORS, STATION, RigError, SimRig, next_mark, wait_for
-from tools.card_emulator import CardEmulator, EmulatedCard
+from hil_tests.rig import CAR, CARDS, DOORS, STATION, RigError, SimRig, next_mark
+from hil_tests.steps import Hand
+from tools.monitor import MonitorError, Unit
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -80,91 +79,23 @@ def iso(t: float) -> str:
 
 
 class StatusLine:
-    """A connection of its own to the unit's control socket, for `{"op": "status"}` only;
-    reconnects when the unit has restarted."""
+    """The technician's status reader (`tools.monitor.Unit`: its own connection to the unit's
+    control socket, connected again when the unit restarts), shared by the page's threads."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self._unit = Unit(str(path), timeout=10)
         self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._file: Any = None
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            for attempt in (1, 2):
-                try:
-                    if self._sock is None:
-                        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                        sock.settimeout(10)
-                        sock.connect(str(self.path))
-                        self._sock, self._file = sock, sock.makefile("rb")
-                    assert self._sock is not None
-                    self._sock.sendall(b'{"op": "status"}\n')
-                    line = self._file.readline()
-                    if not line:
-                        raise ConnectionError("the unit closed its control socket")
-                    answer = json.loads(line)
-                    if not answer.get("ok"):
-                        raise LiveError(502, "unit", f"the unit's status: {answer.get('error')}")
-                    status: dict[str, Any] = answer["status"]
-                    return status
-                except OSError:
-                    self.close()
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")
+            try:
+                return self._unit.status()
+            except MonitorError as exc:
+                raise LiveError(502, "unit", str(exc)) from None
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        if self._sock is not None:
-            self._sock.close()
-        self._sock = self._file = None
-
-
-class Hand:
-    """The driver's hand at the reader, holding the reader's field for the live view's life: a
-    tap presents the card until the unit has read it, then takes it away until the reader has
-    seen it go, so the same card's next tap is a new tap (`rig.tap` brings a field of its own
-    per tap, and the reader ignores the same card coming back)."""
-
-    def __init__(self, rig: SimRig) -> None:
-        assert rig.unit is not None
-        self._log = rig.unit.log_path
-        start = self._size()
-        self._field = CardEmulator(rig.reader_url)  # the empty field: the reader opens on it
-        try:
-            wait_for(lambda: ": opened" in self._since(start), "the unit's reader to open")
-        except BaseException:
-            self._field.stop()
-            raise
-
-    def tap(self, idm: str) -> None:
-        start = self._size()
-        self._field.present(EmulatedCard.plain(bytes.fromhex(idm)))
-        try:
-            wait_for(lambda: "card tapped (" in self._since(start), f"the car to read card {idm}")
-        finally:
-            self._field.remove()
-        wait_for(lambda: "card taken away" in self._since(start), "the reader to see the card go")
-
-    def close(self) -> None:
-        self._field.stop()
-
-    def _size(self) -> int:
-        try:
-            return self._log.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _since(self, offset: int) -> str:
-        """The unit's log from `offset` on (the log only grows while the unit runs)."""
-        try:
-            with open(self._log, "rb") as log:
-                log.seek(offset)
-                return log.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        with self._lock:
+            self._unit.close()
 
 
 class LiveCar:

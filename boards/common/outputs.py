@@ -90,10 +90,11 @@ class Outputs:
         self._pulse_start = now
         self.led = 0  # the pattern the reader settles to (a passing one shows over it)
         self._led_start = now
+        self._led_wait = 0  # ms after _led_start that `led` begins to show (under a passing one)
         self._holds = led_hold_ms or {}
-        self._passing = -1  # a passing pattern showing over `led`, until _passing_end
+        self._passing = -1  # a passing pattern showing over `led`, for _passing_ms
         self._passing_start = now
-        self._passing_end = now
+        self._passing_ms = 0
         self.hazard = 0  # blinks asked for, or KEEP_BLINKING
         self._hazard_start = now
         self._tone = -1
@@ -129,19 +130,18 @@ class Outputs:
     def set_led(self, pattern: int, now: int) -> None:
         hold = self._holds.get(pattern, 0)
         if hold > 0:  # passing feedback: over what is shown, for its time (again: anew)
-            self._passing, self._passing_start = pattern, now
-            self._passing_end = time.ticks_add(now, hold)
+            self._passing, self._passing_start, self._passing_ms = pattern, now, hold
         elif pattern != self.led:  # the same pattern again keeps its rhythm
             self.led = pattern
             # under a passing pattern, the new one's rhythm begins when it shows
-            self._led_start = self._passing_end if self._passing_over(now) > 0 else now
+            self._led_start, self._led_wait = now, self._passing_over(now)
         self.tick(now)
 
     def _passing_over(self, now: int) -> int:
         """ms until the passing pattern is over (0 when none shows)."""
         if self._passing < 0:
             return 0
-        left = time.ticks_diff(self._passing_end, now)
+        left = self._passing_ms - time.ticks_diff(now, self._passing_start)
         if left <= 0:
             self._passing = -1
             return 0
@@ -180,7 +180,8 @@ class Outputs:
         if self._passing_over(now):
             lit = step_at(LED_STEPS[self._passing], time.ticks_diff(now, self._passing_start))
         else:
-            lit = step_at(LED_STEPS[self.led], max(0, time.ticks_diff(now, self._led_start)))
+            shown = time.ticks_diff(now, self._led_start) - self._led_wait
+            lit = step_at(LED_STEPS[self.led], max(0, shown))
         for bit, name in enumerate(LED_PINS):
             out[name] = (lit >> bit) & 1
         return out

@@ -14,17 +14,13 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from benchmarks._stats import pct
 from boards.sim.rig import SimBoard
 from firmware.board_link import BoardLink, LinkTiming
 from firmware.effects import Immobiliser
 from firmware.inputs import BoardLinkChanged, Input
 
 COMMANDS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def moved(sim: SimBoard, edges: int) -> Callable[[], bool]:

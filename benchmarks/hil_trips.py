@@ -57,9 +57,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks._stats import pct
 from boards.sim.rig import SimBoard
 from cloud.accounts import Accounts
 from firmware.board_link import BoardLink, LinkTiming
+from firmware.cloud_link import no_delay
 from firmware.effects import Unlock
 from firmware.inputs import BoardLinkChanged, Input
 from firmware.reader_nfc import NfcReader
@@ -94,12 +96,6 @@ FLOOR_CARD = EmulatedCard.plain(bytes.fromhex("0505050505050505"))
 
 class BenchError(RuntimeError):
     """The rig did something a trip does not allow (a refusal, a missing edge)."""
-
-
-def pct(values: list[float], q: float) -> float:
-    """The nearest-rank percentile (q in 0..1)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 # ---- the rig's parts, watched -------------------------------------------------------------------
@@ -425,7 +421,7 @@ class BrokerFloor:
     def _client(self, role: str, password: str, port: int) -> mqtt.Client:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{HOP_USER}-{role}")
         client.username_pw_set(HOP_USER, password)
-        client.on_socket_open = _no_delay
+        client.on_socket_open = no_delay
         client.connect_async("127.0.0.1", port, keepalive=30)
         return client
 
@@ -449,11 +445,6 @@ class BrokerFloor:
         for client in (self.sub, self.pub):
             client.disconnect()
             client.loop_stop()
-
-
-def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+from benchmarks._stats import pct
 from firmware.inputs import CardTapped, Input
 from firmware.reader_nfc import NfcReader
 from tools.card_emulator import CardEmulator, EmulatedCard
@@ -23,11 +24,6 @@ from tools.card_emulator import CardEmulator, EmulatedCard
 TAPS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 MASTER = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 GOAL_MS = 100
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def free_udp_port() -> int:

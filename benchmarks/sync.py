@@ -33,6 +33,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks._stats import pct
 from cloud.auth import Caller
 from cloud.mosquitto import CLOUD_USER, Mosquitto
 from cloud.pgserver import PgServer
@@ -200,11 +201,6 @@ def applied(db: Store) -> int:
     return sum(s.event_seq for s in db.list_car_status())
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def propagation(cars: int, folder: Path) -> dict[str, Any]:
     """p50/p99 of reservation → car with `cars` connected cars."""
     db = open_store(str(folder / f"prop-{cars}.db"))
@@ -236,7 +232,7 @@ def propagation(cars: int, folder: Path) -> dict[str, Any]:
             finally:
                 fleet.close()
     db.close()
-    return {"p50": percentile(ms, 50), "p99": percentile(ms, 99), "max": max(ms), "n": len(ms)}
+    return {"p50": pct(ms, 0.5), "p99": pct(ms, 0.99), "max": max(ms), "n": len(ms)}
 
 
 def ingest(workers: int, trips: bool, url: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._stats import pct
 from firmware.clock import ManualClock
 from firmware.config import TripConfig
 from firmware.effects import Lock, Unlock
@@ -23,11 +24,6 @@ from firmware.store import SqliteStore
 from firmware.tests.harness import ALICE, KEY, START, bookings
 
 TRIPS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:

@@ -414,9 +414,15 @@ class SimRig:
         self._unit_request({"op": "vehicle", "odometer_km": odometer_km, "fuel_pct": fuel_pct})
 
     def drive(self, km: float) -> None:
-        """Add `km` to the odometer (the car's CAN data)."""
-        odometer = self.status()["sensors"].get("odometer_km") or 0.0
-        self._unit_request({"op": "vehicle", "odometer_km": odometer + km})
+        """Add `km` to the odometer, the fuel gauge as it is (the car's CAN data)."""
+        sensors = self.status()["sensors"]
+        self._unit_request(
+            {
+                "op": "vehicle",
+                "odometer_km": (sensors.get("odometer_km") or 0.0) + km,
+                "fuel_pct": sensors.get("fuel_pct") or 0.0,
+            }
+        )
 
     def _switch(self, name: str, on: bool) -> None:
         assert self.board is not None
@@ -456,7 +462,7 @@ class SimRig:
             "overlay": status["overlay"],
             "doors": self.doors(),
             "immobilised": self.board.output("immobiliser"),
-            "hazard_blinks": self._pulses("hazard"),
+            "hazard_blinks": self.pulses("hazard"),
             "led": status["outputs"]["led"],
             "prompts": self.prompts(),
         }
@@ -473,15 +479,16 @@ class SimRig:
         rises = [t for boot in self._boots() for t, v in self.board.edges(name, boot) if v]
         return max(rises) if rises else None
 
-    def _pulses(self, name: str) -> int:
+    def pulses(self, name: str) -> int:
+        """How many times output `name` went on, over every boot of the board."""
         assert self.board is not None
         return sum(self.board.pulses(name, boot) for boot in self._boots())
 
     def mark(self) -> Mark:
         return Mark(
-            self._pulses("unlock"),
-            self._pulses("lock"),
-            self._pulses("hazard"),
+            self.pulses("unlock"),
+            self.pulses("lock"),
+            self.pulses("hazard"),
             len(self.prompts()),
             self._taps(),
         )
@@ -491,9 +498,9 @@ class SimRig:
         if settle:
             time.sleep(settle)
         return {
-            "unlocks": self._pulses("unlock") - mark.unlocks,
-            "locks": self._pulses("lock") - mark.locks,
-            "hazard_blinks": self._pulses("hazard") - mark.hazard,
+            "unlocks": self.pulses("unlock") - mark.unlocks,
+            "locks": self.pulses("lock") - mark.locks,
+            "hazard_blinks": self.pulses("hazard") - mark.hazard,
             "prompts": self.prompts()[mark.prompts :],
         }
 

@@ -209,13 +209,19 @@ class Hand:
             return ""
 
 
-def start_by_card(rig: SimRig, hand: Hand, booking: Booking) -> None:
-    """At the reservation's start−14 min (or now, if later) the driver taps the card: hazard ×2,
-    the doors unlock, `unlocked` (U-START-2, U-START-4); returns once the lamps are dark."""
+def at_window(rig: SimRig, booking: Booking) -> Mark:
+    """The clock at the reservation's start−14 min, where a start is first possible (or left as
+    it is, if later); a mark of the car's outputs from there."""
     opens = booking.start - dt.timedelta(minutes=14)
     if rig.now < opens:
         advance_to(rig, opens)
-    mark = rig.mark()
+    return rig.mark()
+
+
+def start_by_card(rig: SimRig, hand: Hand, booking: Booking) -> None:
+    """At the reservation's start−14 min (or now, if later) the driver taps the card: hazard ×2,
+    the doors unlock, `unlocked` (U-START-2, U-START-4); returns once the lamps are dark."""
+    mark = at_window(rig, booking)
     state = hand.tap(booking.driver)["state"]
     assert state == "unlocked", f"the tap did not start the trip: {state}"
     rig.wait_since(mark, "the unlock", unlocks=1)
@@ -225,10 +231,7 @@ def start_by_card(rig: SimRig, hand: Hand, booking: Booking) -> None:
 def start_remotely(rig: SimRig, booking: Booking) -> dict[str, Any]:
     """The phone's start (U-START-5) from start−14 min (or now, if later): hazard ×2 and the
     unlock as for a tap; the car's answer, once the lamps are dark."""
-    opens = booking.start - dt.timedelta(minutes=14)
-    if rig.now < opens:
-        advance_to(rig, opens)
-    mark = rig.mark()
+    mark = at_window(rig, booking)
     answer = booking.phone.operate(booking.id, "start")
     assert answer["ok"], f"the car refused the start: {answer}"
     rig.wait_since(mark, "the unlock", unlocks=1)
@@ -246,21 +249,7 @@ def get_in_and_drive(rig: SimRig, km: float = 0.0) -> None:
     rig.brake(False)
     rig.engine(True)
     if km:
-        drive(rig, km)
-
-
-def drive(rig: SimRig, km: float) -> None:
-    """Add `km` to the odometer, the fuel gauge as it is (the car's CAN data). `rig.drive`
-    sends the odometer alone, which the unit's control socket refuses (it wants both)."""
-    assert rig.unit is not None
-    sensors = rig.status()["sensors"]
-    request = {
-        "op": "vehicle",
-        "odometer_km": (sensors.get("odometer_km") or 0.0) + km,
-        "fuel_pct": sensors.get("fuel_pct") or 0.0,
-    }
-    answer = rig.unit.request(request)
-    assert answer.get("ok"), f"the unit refused {request}: {answer.get('error')}"
+        rig.drive(km)
 
 
 def park_at_station(rig: SimRig, *, brake: bool = True) -> None:

@@ -15,7 +15,6 @@ from hil_tests.steps import (
     Hand,
     advance_to,
     cloud_events,
-    drive,
     get_in_and_drive,
     park_at_station,
     reserve,
@@ -67,7 +66,7 @@ def test_a_power_cut_mid_trip_loses_nothing_and_the_trip_goes_on(rig: SimRig, ha
 
     # the trip goes on, and the driver ends it as usual
     rig.advance(minutes=30)
-    drive(rig, 4.0)
+    rig.drive(4.0)
     assert rig.state == "in_use"
     park_at_station(rig)
     assert rig.outputs["led"] == "orange_blink"

@@ -202,7 +202,7 @@ class LiveCar:
             "lights": bool(sensors["lights"]),
             "immobilised": pins.get("immobiliser", False),
             "reader": {"pattern": status["outputs"]["led"]},
-            "hazard": {"on": pins.get("hazard", False), "blinks": self._pulses("hazard")},
+            "hazard": {"on": pins.get("hazard", False), "blinks": rig.pulses("hazard")},
             "pins": pins,
             "prompts": [_prompt(p) for p in reversed(prompts[-PROMPTS_SHOWN:])],
             "prompt_count": len(prompts),
@@ -222,11 +222,6 @@ class LiveCar:
             ],
             "busy": self.busy,
         }
-
-    def _pulses(self, output: str) -> int:
-        board = self.rig.board
-        assert board is not None
-        return sum(board.pulses(output, boot) for boot in range(1, board.boots + 1))
 
     def _reservation_view(self) -> dict[str, Any] | None:
         r = self.reservation
@@ -291,11 +286,7 @@ class LiveCar:
                 "カード: bob・alice・unknown または16桁のIDmを指定してください",
             )
 
-        def run() -> dict[str, Any]:
-            self.hand.tap(idm)
-            return self.rig.status()  # answered after the tap was handled (the runner is in order)
-
-        return self.do(f"tap {card}", run)
+        return self.do(f"tap {card}", lambda: self.hand.tap(idm))
 
     def door(self, door: str, open_: bool) -> None:
         if door not in DOORS:

@@ -160,6 +160,14 @@ def state_fields(snapshot: dict[str, Any], bookings_version: int, firmware: str)
 # ---- the link ---------------------------------------------------------------------------------
 
 
+def loop_writes(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """paho's `on_socket_register_write`, doing nothing: with it set, a publish or an ack from
+    another thread only queues its packet and wakes the loop, which writes it on its own thread
+    (cloud-net). Without it paho writes on the caller's thread whenever the loop is not its own
+    (`loop_forever` on our thread), and two threads writing one TLS socket garble its records:
+    the broker drops the car ("decryption failed or bad record mac")."""
+
+
 def no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     """paho's `on_socket_open`: small packets go out at once. Without TCP_NODELAY a PUBLISH
     written right after a PUBACK waits for the broker's delayed ACK (40 ms on Linux), on every
@@ -383,6 +391,7 @@ class MqttCloudLink:
         # the last will is written at connect time: it carries no time
         client.will_set(self._topic["online"], self._online(False), qos=topics.QOS, retain=True)
         client.on_socket_open = no_delay
+        client.on_socket_register_write = loop_writes
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish

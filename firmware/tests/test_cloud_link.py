@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -495,6 +497,39 @@ def test_tls_with_the_operators_ca_and_only_with_it(tmp_path, kind, caplog):
             assert not impostor.connected()
         finally:
             impostor.close()
+
+
+def test_only_the_links_own_thread_writes_its_tls_connection(tmp_path, monkeypatch):
+    # events and state go out from the link's worker, acks from the runner's commits: paho
+    # writes on the caller's thread unless told not to, and two threads writing one TLS socket
+    # garble its records — Mosquitto then drops the car ("bad record mac", seen on the
+    # sim-prod rig). Every write must go out on the network thread (cloud-net).
+    writers: dict[int, set[str]] = {}  # socket → the threads that wrote it
+    send = ssl.SSLSocket.send
+
+    def recorded(sock: ssl.SSLSocket, data: Any, flags: int = 0) -> int:
+        writers.setdefault(id(sock), set()).add(threading.current_thread().name)
+        return send(sock, data, flags)
+
+    monkeypatch.setattr(ssl.SSLSocket, "send", recorded)
+    tls = make_ca(tmp_path / "operator")
+    assert tls.cafile is not None
+    with running("mosquitto", tls=tls) as b:
+        url = car_url(b, CAR, scheme="mqtts")
+        car = LinkedCar(tmp_path / "a", b, START, url=url, ca=str(tls.cafile))
+        cloud = CloudClient(b, tls=tls.cafile).connect()
+        try:
+            wait_for(car.connected, what="the car connects over TLS")
+            cloud.snapshot(CAR, bookings(1).to_dict(), car.clock.now())
+            wait_for(lambda: car.bookings_version() == 1)
+            whole_trip(car)
+            wait_for(lambda: "trip_ended" in [e["type"] for e in cloud.events], what="the trip")
+        finally:
+            car.close()
+            cloud.disconnect()
+    # the car's connections are those its network thread wrote; nothing else wrote them
+    cars = [threads for threads in writers.values() if "cloud-net" in threads]
+    assert cars and all(threads == {"cloud-net"} for threads in cars), writers
 
 
 def test_events_the_broker_acknowledged_just_before_it_crashed_are_sent_again(tmp_path):

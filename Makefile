@@ -12,16 +12,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## a whole simulated car and its cloud, to drive in the browser (docs/live.md)
+## a whole simulated car and its cloud, to drive in the browser: kagi sim run (docs/live.md)
 PORT ?= 8000
 run: $(STAMP)
-	$(PY) -m hil_tests.live --port $(PORT)
+	$(VENV)/bin/kagi sim run --port $(PORT)
 
 ## the test command (README): every test, the HIL scenarios on the sim rig included
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-## the HIL scenarios alone, on a rig file of hil_tests/rigs/ (RIG=sim by default)
+## the HIL scenarios alone, on a rig file of tools/rig/rigs/ or a path (RIG=sim by default;
+## sim-prod: PostgreSQL and Mosquitto over TLS)
 RIG ?= sim
 test-hil: $(STAMP)
 	$(PY) -m pytest -q hil_tests --rig $(RIG)
@@ -30,6 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(MAKE) lint-boards
 
 ## the board code against the MicroPython stubs of each port (boards/mypy-<port>.ini)

@@ -4,7 +4,7 @@ is to what the parts themselves allow. Prints one table; `make bench` runs it.
     python -m benchmarks.hil_trips              # 200 trips (about 3 to 5 minutes on 2 cores)
     python -m benchmarks.hil_trips --trips 20   # a quick run
 
-The rig is `hil_tests.rig.SimRig`: `kagi cloud serve` (API, embedded amqtt broker, sync) on the
+The rig is `tools.sim.rig.SimRig`: `kagi cloud serve` (API, embedded amqtt broker, sync) on the
 rig's clock, the board's firmware under MicroPython, `kagi unit run` with the nfcpy reader on
 `udp:`. Every trip is reserved through the API (in batches: a member holds at most 15 open
 reservations, C-MAX-1; one car's reservations are an hour apart, C-CAR-1) and driven through: a
@@ -59,24 +59,20 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks._stats import pct
 from boards.sim.rig import SimBoard
-from cloud.accounts import Accounts
+from cloud.demo import CAR, DRIVER_CARDS
 from firmware.board_link import BoardLink, LinkTiming
 from firmware.cloud_link import no_delay
 from firmware.effects import Unlock
 from firmware.inputs import BoardLinkChanged, Input
 from firmware.reader_nfc import NfcReader
-from hil_tests.rig import (
-    BOARD_SETTINGS,
-    CAR,
-    CARDS,
-    SimRig,
-    free_port,
-    load_rig,
-    next_mark,
-    wait_for,
-)
 from protocol import topics
 from tools.card_emulator import CardEmulator, EmulatedCard
+from tools.rig.phone import next_mark
+from tools.rig.processes import free_port
+from tools.rig.rigfile import load_rig
+from tools.rig.wait import wait_for
+from tools.sim.drivers import Hand
+from tools.sim.rig import BOARD_SETTINGS, SimRig
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIPS = 200
@@ -154,32 +150,27 @@ class Trip:
 
 
 class TripDriver:
-    """Reserves and drives whole trips on a started rig, with its own emulated card in the
-    reader's field (one `CardEmulator` for the whole run: no process per tap)."""
+    """Reserves and drives whole trips on a started rig, with the card in the field of the
+    rig's hand (one `CardEmulator` for the whole run: no process per tap)."""
 
     def __init__(self, rig: SimRig) -> None:
-        assert rig.board is not None and rig.unit is not None
+        assert rig.board is not None and rig.unit_process is not None
+        assert isinstance(rig.card_presenter, Hand)
         self.rig = rig
         self.board = rig.board
-        self.log = UnitLog(rig.unit.log_path)
-        self.card = EmulatedCard.plain(bytes.fromhex(CARDS[DRIVER]))
+        self.log = UnitLog(rig.unit_process.log_path)
+        self.card = EmulatedCard.plain(bytes.fromhex(DRIVER_CARDS[DRIVER]))
         self.phone = rig.phone(DRIVER)
         self._rng = random.Random(11)
-        opened = self.log.count(": opened")
-        self.emulator = CardEmulator(rig.reader_url)
-        try:
-            rig.park()  # at the station, with meters (U-END-1, U-END-3)
-            # the unit's reader reopens every second while nothing listens at its udp port
-            wait_for(lambda: self.log.count(": opened") > opened, "the unit's reader to open")
-            # the unit locks the doors once its board link is up (U-DATA-1): that pulse is not
-            # a trip's
-            wait_for(lambda: rig.doors() == "locked", "the doors locked at start-up")
-        except BaseException:
-            self.emulator.stop()
-            raise
+        self.emulator = rig.card_presenter.field
+        rig.park()  # at the station, with meters (U-END-1, U-END-3)
+        wait_for(lambda: self.log.count(": opened") > 0, "the unit's reader to open")
+        # the unit locks the doors once its board link is up (U-DATA-1): that pulse is not
+        # a trip's
+        wait_for(lambda: rig.doors() == "locked", "the doors locked at start-up")
 
     def close(self) -> None:
-        self.emulator.stop()
+        self.emulator.remove()
 
     def reserve(self, count: int) -> list[dict[str, Any]]:
         """`count` reservations for the coming hours, once the car holds them all."""
@@ -397,7 +388,8 @@ class BrokerFloor:
 
     def __init__(self, rig: SimRig) -> None:
         assert rig.relay is not None
-        password = Accounts(rig.accounts).create(HOP_USER)
+        password = rig.broker_account(HOP_USER)
+        self.ca = rig.broker_ca
         self.topic = topics.topic(HOP_USER, "commands")
         self._got: dict[bytes, float] = {}
         self._cond = threading.Condition()
@@ -421,6 +413,8 @@ class BrokerFloor:
     def _client(self, role: str, password: str, port: int) -> mqtt.Client:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{HOP_USER}-{role}")
         client.username_pw_set(HOP_USER, password)
+        if self.ca is not None:
+            client.tls_set(ca_certs=str(self.ca))
         client.on_socket_open = no_delay
         client.connect_async("127.0.0.1", port, keepalive=30)
         return client

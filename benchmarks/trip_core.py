@@ -6,7 +6,7 @@ The guide allows about 10 s for each (its unit asks the centre); ours decides fr
 
 from __future__ import annotations
 
-import dataclasses
+import datetime as dt
 import statistics
 import sys
 import tempfile
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from benchmarks._stats import pct
+from firmware.bookings import Bookings, Driver, Reservation
 from firmware.clock import ManualClock
 from firmware.config import TripConfig
 from firmware.effects import Lock, Unlock
@@ -21,9 +22,21 @@ from firmware.fakes import FakeBody, FakeCloudLink, FakeReader
 from firmware.inputs import BookingsChanged, CardTapped, DoorChanged, KeyChanged
 from firmware.runner import Runner
 from firmware.store import SqliteStore
-from firmware.tests.harness import ALICE, KEY, START, bookings
+from protocol.cards import card_hash
 
 TRIPS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+KEY = bytes.fromhex("00112233445566778899aabbccddeeff")  # the fleet key card hashes are keyed by
+ALICE, ALICE_ID = bytes.fromhex("0101010101010101"), "XXY00001001"  # her card, her driver ID
+START = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=9))).timestamp()
+DAY = 24 * 3600
+
+
+def bookings(trip: int) -> Bookings:
+    """What the car holds for trip `trip`: Alice's two-hour reservation on day `trip`."""
+    start = START + trip * DAY
+    reservation = Reservation(f"r{trip}", ALICE_ID, start, start + 7200)
+    alice = Driver(ALICE_ID, "2030-12-31", frozenset({card_hash(KEY, ALICE)}))
+    return Bookings(trip + 1, (reservation,), {ALICE_ID: alice})
 
 
 def main() -> None:
@@ -35,13 +48,9 @@ def main() -> None:
         runner.start()
         unlock_ms: list[float] = []
         lock_ms: list[float] = []
-        day = 24 * 3600
         for trip in range(TRIPS):
-            shift = trip * day
-            held = bookings(version=trip + 1, shift=shift)
-            r1 = dataclasses.replace(held.reservations[0], id=f"r{trip}")
-            runner.step(BookingsChanged(dataclasses.replace(held, reservations=(r1,))))
-            clock.set(START + shift)
+            runner.step(BookingsChanged(bookings(trip)))
+            clock.set(START + trip * DAY)
             t = time.perf_counter()
             effects = runner.step(CardTapped(ALICE))
             unlock_ms.append((time.perf_counter() - t) * 1000)

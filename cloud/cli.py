@@ -16,86 +16,36 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from cloud import accounts
 from cloud.auth import hash_password
+from cloud.demo import DEMO, DEMO_FLEET_KEY, DEMO_PASSWORD
 from cloud.store import DEFAULT_DB, Store, StoreError, open_store
 from cloud.sync import cli as sync_cli
 from protocol.cards import card_hash, parse_idm
 
 FLEET_KEY = "fleet_key"  # the setting holding the fleet key (hex) that card hashes are keyed by
-# The demo fleet's key is the one of docs/unit.example.toml, so a demo unit reads demo cards.
-DEMO_FLEET_KEY = "00112233445566778899aabbccddeeff"
-
-DEMO: dict[str, list[dict[str, Any]]] = {
-    "stations": [
-        {
-            "station_id": "tokai-1",
-            "name": "Tokai station 1",
-            "lat": 36.4466,
-            "lon": 140.6065,
-            "radius_m": 50.0,
-        },
-        {
-            "station_id": "tokai-2",
-            "name": "Tokai station 2",
-            "lat": 36.4530,
-            "lon": 140.6010,
-            "radius_m": 40.0,
-        },
-    ],
-    "cars": [
-        {"car_id": "car-001", "station_id": "tokai-1", "name": "Compact 1"},
-        {"car_id": "car-002", "station_id": "tokai-1", "name": "Compact 2"},
-        {"car_id": "car-003", "station_id": "tokai-2", "name": "Van 1"},
-    ],
-    "members": [
-        {"member_id": "XXY00001", "name": "Demo Member One", "email": "one@example.jp"},
-        {"member_id": "XXY00002", "name": "Demo Member Two", "email": "two@example.jp"},
-    ],
-    "drivers": [
-        {
-            "driver_id": "XXY00001001",
-            "name": "Alice",
-            "email": "alice@example.jp",
-            "licence_expiry": "2030-12-31",
-            "is_admin": True,
-        },
-        {
-            "driver_id": "XXY00001002",
-            "name": "Bob",
-            "email": "bob@example.jp",
-            "licence_expiry": "2030-12-31",
-            "is_admin": False,
-        },
-        {
-            "driver_id": "XXY00002001",
-            "name": "Carol",
-            "email": "carol@example.jp",
-            "licence_expiry": "2031-03-31",
-            "is_admin": True,
-        },
-        {
-            "driver_id": "XXY00002002",
-            "name": "Dan (licence expired)",
-            "email": "dan@example.jp",
-            "licence_expiry": "2024-01-31",
-            "is_admin": False,
-        },
-    ],
-    "cards": [
-        {"driver_id": "XXY00001001", "idm": "0101010101010101"},
-        {"driver_id": "XXY00001002", "idm": "0202020202020202"},
-        {"driver_id": "XXY00002001", "idm": "0404040404040404"},
-        {"driver_id": "XXY00002002", "idm": "0505050505050505"},
-    ],
+# What `kagi cloud list` shows: the store's method and the filters it takes (option → argument).
+LISTS: dict[str, tuple[str, dict[str, str]]] = {
+    "members": ("list_members", {}),
+    "drivers": ("list_drivers", {"member": "member_id"}),
+    "cards": ("list_cards", {"driver": "driver_id", "member": "member_id"}),
+    "stations": ("list_stations", {}),
+    "cars": ("list_cars", {"station": "station_id"}),
+    "reservations": (
+        "list_reservations",
+        {"car": "car_id", "driver": "driver_id", "member": "member_id"},
+    ),
+    "events": ("car_events", {"car": "car_id", "type": "type"}),  # what the cars reported
+    "car-status": ("list_car_status", {}),  # each car's last state and presence (S-SYNC-4)
+    "notifications": (
+        "list_notifications",
+        {"driver": "driver_id", "kind": "kind", "reservation": "reservation_id"},
+    ),
 }
-
-DEMO_PASSWORD = "demo"  # every demo account's password (a demo, not a secret)
-
-LISTS = ("members", "drivers", "cards", "stations", "cars", "reservations")
+FILTERS = sorted({name for _, takes in LISTS.values() for name in takes})
 
 
 class UsageError(Exception):
@@ -200,9 +150,23 @@ def add_parser(rooms: Any) -> None:
         "(the HIL rig's car time; never in production)",
     )
 
-    p = command("list", _list, "list members, drivers, cards, stations, cars or reservations")
+    p = command(
+        "list",
+        _list,
+        "list members, drivers, cards, stations, cars, reservations, the cars' events, "
+        "their last state, or the mails",
+    )
     p.add_argument("what", choices=LISTS)
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    for name in FILTERS:
+        lists = [what for what, (_, takes) in LISTS.items() if name in takes]
+        p.add_argument(f"--{name}", help=f"only this {name} ({', '.join(lists)})")
+
+    p = command("edit-driver", _edit_driver, "change a driver's name, e-mail or licence expiry")
+    p.add_argument("driver_id")
+    p.add_argument("--name")
+    p.add_argument("--email")
+    p.add_argument("--licence-expiry", type=_date, help="last day the licence is valid, YYYY-MM-DD")
     accounts.add_commands(cmds, [db])  # car-account, mosquitto-config (cloud/accounts.py)
     sync_cli.add_commands(command)  # public-key (cloud/sync/cli.py)
 
@@ -319,6 +283,17 @@ def _add_driver(args: argparse.Namespace) -> int:
     print(
         f"driver {d.driver_id} of member {d.member_id} added" + (" (admin)" if d.is_admin else "")
     )
+    return 0
+
+
+def _edit_driver(args: argparse.Namespace) -> int:
+    changes = {"name": args.name, "email": args.email, "licence_expiry": args.licence_expiry}
+    if all(v is None for v in changes.values()):
+        raise UsageError("give at least one of --name, --email, --licence-expiry")
+    with _open(args) as store:
+        driver = store.update_driver(args.driver_id, **changes)
+    expiry = driver.licence_expiry
+    print(f"driver {driver.driver_id} {driver.name}: {driver.email}, licence until {expiry}")
     return 0
 
 
@@ -473,18 +448,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def list_records(store: Store, what: str, **filters: str | None) -> list[dict[str, Any]]:
+    """What `kagi cloud list WHAT` shows, as plain records (times in ISO 8601); `filters` are
+    its options without the dashes (`car="car-001"`), None meaning not given."""
+    if what not in LISTS:
+        raise UsageError(f"list: no list {what!r}; lists: {', '.join(LISTS)}")
+    method, takes = LISTS[what]
+    given = {name: value for name, value in filters.items() if value is not None}
+    wrong = sorted(set(given) - set(takes))
+    if wrong:
+        options = ", ".join(f"--{t}" for t in takes) or "none"
+        raise UsageError(f"list {what}: no filter --{wrong[0]} (its filters: {options})")
+    rows = getattr(store, method)(**{takes[name]: value for name, value in given.items()})
+    return [_plain(dataclasses.asdict(r)) for r in rows]
+
+
 def _list(args: argparse.Namespace) -> int:
     with _open(args) as store:
-        lists: dict[str, Callable[[], Sequence[Any]]] = {
-            "members": store.list_members,
-            "drivers": store.list_drivers,
-            "cards": store.list_cards,
-            "stations": store.list_stations,
-            "cars": store.list_cars,
-            "reservations": store.list_reservations,
-        }
-        rows = lists[args.what]()
-    records = [_plain(dataclasses.asdict(r)) for r in rows]
+        records = list_records(store, args.what, **{f: getattr(args, f) for f in FILTERS})
     if args.json:
         for record in records:
             print(json.dumps(record, ensure_ascii=False))

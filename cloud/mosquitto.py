@@ -222,6 +222,13 @@ class Mosquitto:
         self.kill()
         raise MosquittoError(f"mosquitto did not listen within 10 s: {self.log_tail()}")
 
+    def reload(self) -> None:
+        """SIGHUP: the broker reads its password file and ACL again (a car's new account)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise MosquittoError("mosquitto is not running")
+        _readable_by_mosquitto(self.folder)
+        self.proc.send_signal(signal.SIGHUP)
+
     def log_tail(self) -> str:
         path = self.folder / "broker.log"
         return path.read_text(errors="replace")[-800:] if path.exists() else ""

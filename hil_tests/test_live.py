@@ -1,5 +1,5 @@
-"""The live view (`make run`): its JSON API over a real sim rig, its page in headless Chromium
-driven by clicks, and `python -m hil_tests.live` as a process that leaves nothing behind."""
+"""The live view (`kagi sim run`, `make run`): its JSON API over a real sim rig, its page in
+headless Chromium driven by clicks, and `kagi sim run` as a process that leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,14 +16,21 @@ from typing import Any
 import httpx
 import pytest
 
-from hil_tests.live.__main__ import MARKER, main
-from hil_tests.live.car import LiveCar
-from hil_tests.live.server import LiveServer
-from hil_tests.rig import SimRig, free_port, wait_for
+from hil_tests.steps import SCENARIO
+from tools.cli import main
+from tools.rig.car import Rig
+from tools.rig.processes import free_port, kagi_command
+from tools.rig.rigfile import RigFile
+from tools.rig.wait import wait_for
+from tools.sim.cli import MARKER
+from tools.sim.live.car import LiveCar
+from tools.sim.live.server import LiveServer
+from tools.sim.rig import SimRig
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WAIT = 20.0  # seconds a page or a process may take for a step on a busy machine
+
+pytestmark = pytest.mark.needs(*SCENARIO)
 
 
 class Live:
@@ -62,7 +68,9 @@ class Live:
 
 
 @pytest.fixture
-def live(rig: SimRig) -> Iterator[Live]:
+def live(rig: Rig) -> Iterator[Live]:
+    if not isinstance(rig, SimRig):
+        pytest.skip("the live view drives a sim rig")
     car = LiveCar(rig)
     car.setup_demo()
     car.start_ticker()
@@ -301,9 +309,17 @@ class Page:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[str]:
-    """The page of `python -m hil_tests.live` (what `make run` runs), started as a person would."""
-    command = Command(tmp_path / "run")
+def sim_rig(rig_file: RigFile) -> str:
+    """The rig file `kagi sim run` runs here: the one the scenarios run on, if it is a sim."""
+    if rig_file.kind != "sim":
+        pytest.skip(f"kagi sim runs sim rigs; rig {rig_file.name!r} is a {rig_file.kind} rig")
+    return str(rig_file.path)
+
+
+@pytest.fixture
+def served(tmp_path: Path, sim_rig: str) -> Iterator[str]:
+    """The page of `kagi sim run` (what `make run` runs), started as a person would."""
+    command = Command(tmp_path / "run", sim_rig)
     try:
         yield command.wait_url()
         command.stop("sigterm")
@@ -404,16 +420,16 @@ def alive(pid: int) -> bool:
 
 
 class Command:
-    """`python -m hil_tests.live` as a person runs it: in a process group of its own, as a
-    terminal gives it."""
+    """`kagi sim run` as a person runs it: in a process group of its own, as a terminal gives
+    it, from a folder that is not the repository's."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, rig: str) -> None:
         self.folder = folder
         self.port = free_port()
-        args = ["--port", str(self.port), "--folder", str(folder)]
+        args = ["--port", str(self.port), "--folder", str(folder), "--rig", rig]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hil_tests.live", *args],
-            cwd=ROOT,
+            [*kagi_command(), "sim", "run", *args],
+            cwd=folder.parent,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -448,9 +464,11 @@ class Command:
             self.proc.stdout.close()
 
 
-def test_the_command_serves_the_demo_car_and_stops_every_process(tmp_path: Path) -> None:
+def test_the_command_serves_the_demo_car_and_stops_every_process(
+    tmp_path: Path, sim_rig: str
+) -> None:
     # two at once (they start in parallel): one stopped by SIGTERM, one by Ctrl-C
-    commands = {how: Command(tmp_path / how) for how in ("sigterm", "ctrl-c")}
+    commands = {how: Command(tmp_path / how, sim_rig) for how in ("sigterm", "ctrl-c")}
     try:
         for how, command in commands.items():
             url = command.wait_url()
@@ -462,7 +480,7 @@ def test_the_command_serves_the_demo_car_and_stops_every_process(tmp_path: Path)
             assert len(parts) >= 3, parts  # the cloud, the board's MicroPython, the car unit
             command.stop(how)
             assert command.proc.returncode == 0, command.said
-            assert "kagi live: stopped" in command.said
+            assert "kagi sim: stopped" in command.said
             assert not [p for p in parts if alive(p)], f"{how}: processes left behind"
             assert (command.folder / MARKER).exists()
             assert (command.folder / "rig" / "cloud.log").exists()  # the logs are kept
@@ -476,11 +494,11 @@ def test_the_command_refuses_a_folder_not_its_own_and_a_port_in_use(
 ) -> None:
     keep = tmp_path / "notes.txt"
     keep.write_text("mine", encoding="utf-8")
-    assert main(["--folder", str(tmp_path), "--port", str(free_port())]) == 2
-    assert f"--folder {tmp_path}: not empty and not a live-view folder" in capsys.readouterr().err
+    assert main(["sim", "run", "--folder", str(tmp_path), "--port", str(free_port())]) == 2
+    assert f"--folder {tmp_path}: not empty and not a run folder" in capsys.readouterr().err
     assert keep.read_text(encoding="utf-8") == "mine"
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        assert main(["--folder", str(tmp_path / "run"), "--port", str(port)]) == 2
+        assert main(["sim", "run", "--folder", str(tmp_path / "run"), "--port", str(port)]) == 2
     assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -4,17 +4,14 @@ it did reaches the cloud, once and in order, when the signal is back."""
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 
 import pytest
 
-from firmware.tests.unit_process import read_database
-from hil_tests.phone import Refusal
-from hil_tests.rig import CAR, SimRig, wait_for
 from hil_tests.steps import (
     BOB,
-    Hand,
+    SCENARIO,
     advance_to,
+    car_online,
     cloud_events,
     get_in_and_drive,
     park_at_station,
@@ -23,40 +20,31 @@ from hil_tests.steps import (
     wait_mail,
     wait_phone_status,
 )
+from tools.rig.car import Rig
+from tools.rig.phone import Refusal
+from tools.rig.wait import wait_for
+
+pytestmark = pytest.mark.needs(*SCENARIO)
 
 MIN = dt.timedelta(minutes=1)
 TRIP = ["trip_started", "key_taken", "key_returned", "trip_ended", "forgotten_window_closed"]
 
 
-def cloud_row(rig: SimRig, sql: str, *args: object) -> list[tuple[object, ...]]:
-    """A read-only query of the cloud's database."""
-    db = sqlite3.connect(f"file:{rig.db}?mode=ro", uri=True, timeout=5)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
-
-
-def test_a_trip_made_without_signal_reaches_the_cloud_once_and_in_order(
-    rig: SimRig, hand: Hand
-) -> None:
+def test_a_trip_made_without_signal_reaches_the_cloud_once_and_in_order(rig: Rig) -> None:
     # SPEC S-SYNC-2, S-SYNC-1, U-START-4, U-END-3, U-FGT-1, N-MAIL-1
     rig.park()
     bob = reserve(rig, BOB, minutes=60)  # the car holds it before it loses the signal
     rig.cut_signal()
-    wait_for(
-        lambda: cloud_row(rig, "SELECT online FROM car_sync WHERE car_id = ?", CAR) == [(0,)],
-        "the cloud to see the car offline",
-    )
+    wait_for(lambda: car_online(rig) is False, "the cloud to see the car offline")
     assert rig.status()["cloud"]["connected"] is False
 
     # the whole trip at the car, by card: no network needed
-    start_by_card(rig, hand, bob)
+    start_by_card(rig, bob)
     get_in_and_drive(rig, km=8.0)
     advance_to(rig, bob.end - 15 * MIN)
     park_at_station(rig)
     mark = rig.mark()
-    assert hand.tap(BOB)["state"] == "forgotten_item_window"
+    assert rig.tap(BOB)["state"] == "forgotten_item_window"
     rig.wait_since(mark, "the lock and hazard ×1", locks=1, hazard_blinks=1, prompts=["end_ok"])
     advance_to(rig, bob.end - 5 * MIN)  # the forgotten-item window runs out
     assert rig.state == "idle"
@@ -70,8 +58,7 @@ def test_a_trip_made_without_signal_reaches_the_cloud_once_and_in_order(
     assert (refused.value.status, refused.value.code) == (503, "car_offline")
 
     # what the car did is waiting in its outbox, in order
-    assert rig.unit is not None
-    pending = read_database(rig.unit.database)["outbox"]
+    pending = rig.unit.saved()["outbox"]
     ours = [e["type"] for e in pending if e["type"] in TRIP]
     assert ours == TRIP
     assert all(e["data"].get("reservation_id") == bob.id for e in pending if e["type"] in TRIP)
@@ -102,13 +89,8 @@ def test_a_trip_made_without_signal_reaches_the_cloud_once_and_in_order(
     assert {line["code"] for line in invoice["lines"]} == {"time", "distance"}
     mail = wait_mail(rig, "利用終了受付", bob.email)
     assert f"{invoice['total_yen']:,}円" in mail
-    notices = cloud_row(
-        rig,
-        "SELECT sent_at IS NOT NULL FROM notifications WHERE kind = 'trip_ended' "
-        "AND reservation_id = ?",
-        bob.id,
-    )
-    assert notices == [(1,)]
+    notices = rig.cloud.list("notifications", kind="trip_ended", reservation=bob.id)
+    assert [n["sent_at"] is not None for n in notices] == [True]
     # …and the car lets go of them once the cloud has them
     wait_for(lambda: rig.status()["outbox"]["pending"] == 0, "the car's outbox to empty", 15)
     assert sum(s.count("利用終了受付") for s in rig.mails.subjects(bob.email)) == 1

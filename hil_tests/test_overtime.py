@@ -7,12 +7,11 @@ import datetime as dt
 
 import pytest
 
-from hil_tests.phone import Refusal
-from hil_tests.rig import CAR, SimRig
+from cloud.demo import CAR
 from hil_tests.steps import (
     ALICE,
     BOB,
-    Hand,
+    SCENARIO,
     advance_to,
     events_of,
     get_in_and_drive,
@@ -24,6 +23,10 @@ from hil_tests.steps import (
     wait_mail,
     wait_phone_status,
 )
+from tools.rig.car import Rig
+from tools.rig.phone import Refusal
+
+pytestmark = pytest.mark.needs(*SCENARIO)
 
 MIN = dt.timedelta(minutes=1)
 # The guide's fee table (SPEC F-TIME-1, F-DIST-1, F-OVER-1; cloud/policies/carshare.toml), by hand
@@ -33,13 +36,11 @@ OVERTIME_FACTOR = 2  # overtime costs twice the time fee, in 15-minute units rou
 UNAUTHORISED_YEN = 3000  # per unauthorised extension
 
 
-def test_a_late_return_runs_on_normally_and_is_billed_with_overtime_and_penalty(
-    rig: SimRig, hand: Hand
-) -> None:
+def test_a_late_return_runs_on_normally_and_is_billed_with_overtime_and_penalty(rig: Rig) -> None:
     # SPEC U-USE-4, X-SAFE-1, F-OVER-1, F-TIME-1, F-DIST-1, C-PEN-1, N-MAIL-1
     rig.park()
     bob = reserve(rig, BOB, minutes=60)
-    start_by_card(rig, hand, bob)
+    start_by_card(rig, bob)
     get_in_and_drive(rig, km=12.0)  # engine running, brake off, key out: in use
     wait_immobilised(rig, False)
 
@@ -66,7 +67,7 @@ def test_a_late_return_runs_on_normally_and_is_billed_with_overtime_and_penalty(
     park_at_station(rig)
     assert rig.outputs["led"] == "orange_blink"
     mark = rig.mark()
-    assert hand.tap(BOB)["state"] == "forgotten_item_window"
+    assert rig.tap(BOB)["state"] == "forgotten_item_window"
     rig.wait_since(mark, "the lock and hazard ×1", locks=1, hazard_blinks=1, prompts=["end_ok"])
     (ended,) = wait_event(rig, "trip_ended")
     assert ended["data"]["overtime_s"] == late.total_seconds()

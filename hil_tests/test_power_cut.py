@@ -8,11 +8,9 @@ from collections import Counter
 
 import pytest
 
-from firmware.tests.unit_process import read_database
-from hil_tests.rig import SimRig, wait_for
 from hil_tests.steps import (
     BOB,
-    Hand,
+    SCENARIO,
     advance_to,
     cloud_events,
     get_in_and_drive,
@@ -24,6 +22,10 @@ from hil_tests.steps import (
     wait_mail,
     wait_phone_status,
 )
+from tools.rig.car import Rig
+from tools.rig.wait import wait_for
+
+pytestmark = pytest.mark.needs(*SCENARIO)
 
 MIN = dt.timedelta(minutes=1)
 
@@ -34,11 +36,11 @@ def trip_view(status: dict[str, object]) -> tuple[object, ...]:
 
 
 @pytest.mark.needs("power_cut")
-def test_a_power_cut_mid_trip_loses_nothing_and_the_trip_goes_on(rig: SimRig, hand: Hand) -> None:
+def test_a_power_cut_mid_trip_loses_nothing_and_the_trip_goes_on(rig: Rig) -> None:
     # SPEC U-DATA-1, X-SAFE-1, S-SYNC-2, U-END-2, U-END-3, N-MAIL-1
     rig.park()
     bob = reserve(rig, BOB, minutes=120)
-    start_by_card(rig, hand, bob)
+    start_by_card(rig, bob)
     get_in_and_drive(rig, km=3.0)  # in use: key out, engine running
     wait_immobilised(rig, False)
     before = rig.status()
@@ -47,8 +49,7 @@ def test_a_power_cut_mid_trip_loses_nothing_and_the_trip_goes_on(rig: SimRig, ha
 
     mark = rig.mark()
     rig.power_cut()
-    assert rig.board is not None
-    assert rig.board.output("immobiliser") is False  # the board holds it: the engine runs on
+    assert rig.car_outputs.level("immobiliser") is False  # the board holds it: the engine runs on
     rig.power_on()
 
     after = rig.status()
@@ -71,12 +72,11 @@ def test_a_power_cut_mid_trip_loses_nothing_and_the_trip_goes_on(rig: SimRig, ha
     park_at_station(rig)
     assert rig.outputs["led"] == "orange_blink"
     mark = rig.mark()
-    assert hand.tap(BOB)["state"] == "forgotten_item_window"
+    assert rig.tap(BOB)["state"] == "forgotten_item_window"
     rig.wait_since(mark, "the lock and hazard ×1", locks=1, hazard_blinks=1, prompts=["end_ok"])
 
     # every event reached the cloud, none lost, none twice
-    assert rig.unit is not None
-    last = read_database(rig.unit.database)["next_seq"] - 1
+    last = rig.status()["outbox"]["last_seq"]
     wait_for(lambda: len(cloud_events(rig)) == last, f"the cloud to hold the car's {last} events")
     events = cloud_events(rig)
     assert [e["seq"] for e in events] == list(range(1, last + 1))
@@ -95,12 +95,10 @@ def test_a_power_cut_mid_trip_loses_nothing_and_the_trip_goes_on(rig: SimRig, ha
 
 
 @pytest.mark.needs("power_cut")
-def test_a_power_cut_right_after_the_unlock_keeps_the_one_minute_timer(
-    rig: SimRig, hand: Hand
-) -> None:
+def test_a_power_cut_right_after_the_unlock_keeps_the_one_minute_timer(rig: Rig) -> None:
     # SPEC U-DATA-1, U-SEC-1, U-START-4
     bob = reserve(rig, BOB)
-    start_by_card(rig, hand, bob)
+    start_by_card(rig, bob)
     unlocked_at = rig.now
     before = rig.status()
     assert before["deadlines"]["door"] == (unlocked_at + MIN).timestamp()

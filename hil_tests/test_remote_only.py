@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hil_tests.rig import SimRig
+import pytest
+
 from hil_tests.steps import (
     BOB,
-    Hand,
+    SCENARIO,
     advance_to,
     events_of,
     get_in_and_drive,
-    led_patterns,
     only,
     park_at_station,
     reserve,
@@ -20,13 +20,14 @@ from hil_tests.steps import (
     wait_mail,
     wait_phone_status,
 )
+from tools.rig.car import Rig
+
+pytestmark = pytest.mark.needs(*SCENARIO)
 
 MIN = dt.timedelta(minutes=1)
 
 
-def test_after_the_reader_went_dark_the_trip_starts_and_ends_only_remotely(
-    rig: SimRig, hand: Hand
-) -> None:
+def test_after_the_reader_went_dark_the_trip_starts_and_ends_only_remotely(rig: Rig) -> None:
     # SPEC U-START-2, U-START-5, U-END-2, U-END-3, U-FB-1, U-FB-3, S-SYNC-3, X-SAFE-2
     rig.park()
     bob = reserve(rig, BOB)
@@ -37,7 +38,7 @@ def test_after_the_reader_went_dark_the_trip_starts_and_ends_only_remotely(
 
     # Bob's own card, during his reservation: the reader sends him to the phone
     mark = rig.mark()
-    status = hand.tap(BOB)
+    status = rig.tap(BOB)
     assert status["state"] == "idle" and status["trip"] is None
     only(rig, mark, "use_phone")
     assert rig.outputs["doors"] == "locked"
@@ -52,16 +53,16 @@ def test_after_the_reader_went_dark_the_trip_starts_and_ends_only_remotely(
 
     get_in_and_drive(rig, km=5.0)
     advance_to(rig, bob.start + 90 * MIN)
-    told = len(led_patterns(rig))
+    told = len(rig.car_outputs.led_patterns())
     park_at_station(rig)
     assert rig.state == "returning"
     # every end check holds, yet the reader does not blink orange for this trip (U-END-2)
     assert rig.outputs["led"] == "dark"
-    assert "orange_blink" not in led_patterns(rig)[told:]
+    assert "orange_blink" not in rig.car_outputs.led_patterns()[told:]
 
     # …and the card does not end it
     mark = rig.mark()
-    assert hand.tap(BOB)["state"] == "returning"
+    assert rig.tap(BOB)["state"] == "returning"
     only(rig, mark, "use_phone")
     assert rig.outputs["immobilised"] is False
     reasons = [e["data"]["reason"] for e in wait_event(rig, "card_denied", 2)]

@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from hil_tests.rig import SimRig
+import pytest
+
 from hil_tests.steps import (
     BOB,
-    Hand,
+    SCENARIO,
     advance_to,
     deadline,
     get_in_and_drive,
@@ -22,15 +23,18 @@ from hil_tests.steps import (
     start_remotely,
     wait_immobilised,
 )
+from tools.rig.car import Rig
+
+pytestmark = pytest.mark.needs(*SCENARIO)
 
 MIN = dt.timedelta(minutes=1)
 
 
 def test_a_key_never_taken_locks_after_10_minutes_and_a_reunlock_restarts_the_timers(
-    rig: SimRig, hand: Hand
+    rig: Rig,
 ) -> None:
     bob = reserve(rig, BOB, minutes=120)
-    start_by_card(rig, hand, bob)
+    start_by_card(rig, bob)
     unlocked_at = rig.now
     # SPEC U-SEC-1 is met (a door opened within the minute); the key stays in the box
     rig.open_door("driver")
@@ -53,7 +57,7 @@ def test_a_key_never_taken_locks_after_10_minutes_and_a_reunlock_restarts_the_ti
 
     # SPEC U-SEC-4: the trip driver's tap during the reservation re-unlocks; both timers restart
     mark = rig.mark()
-    assert hand.tap(BOB)["state"] == "unlocked"
+    assert rig.tap(BOB)["state"] == "unlocked"
     rig.wait_since(mark, "the re-unlock", unlocks=1)
     assert rig.since(mark)["hazard_blinks"] == 0  # hazard ×2 is the start's alone (U-FB-2)
     tapped_at = rig.now
@@ -88,7 +92,7 @@ def test_a_key_never_taken_locks_after_10_minutes_and_a_reunlock_restarts_the_ti
 
 
 def test_the_key_put_back_during_the_trip_locks_after_10_minutes_unless_taken_again(
-    rig: SimRig,
+    rig: Rig,
 ) -> None:
     bob = reserve(rig, BOB, minutes=120)
     start_remotely(rig, bob)
@@ -124,7 +128,7 @@ def test_the_key_put_back_during_the_trip_locks_after_10_minutes_unless_taken_ag
     assert rig.since(mark)["locks"] == 1
 
 
-def test_with_the_engine_running_nothing_locks_or_immobilises(rig: SimRig) -> None:
+def test_with_the_engine_running_nothing_locks_or_immobilises(rig: Rig) -> None:
     bob = reserve(rig, BOB, minutes=120)
     start_remotely(rig, bob)
     get_in_and_drive(rig, km=2.0)
@@ -155,6 +159,5 @@ def test_with_the_engine_running_nothing_locks_or_immobilises(rig: SimRig) -> No
     wait_immobilised(rig, True)
     assert rig.outputs["state"] == "security_locked"
     assert rig.since(mark)["locks"] == 1
-    assert rig.board is not None
-    last_lock = max(t for t, level in rig.board.edges("lock") if level)
+    last_lock = max(t for t, on in rig.car_outputs.edges("lock") if on)
     assert last_lock > stopped  # the one lock came after the engine stopped

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from firmware.config import Feedback
-from hil_tests.rig import SimRig
 from hil_tests.steps import (
     BOB,
-    Hand,
+    SCENARIO,
     advance_to,
     at,
     deadline,
@@ -27,12 +28,15 @@ from hil_tests.steps import (
     wait_mail,
     wait_phone_status,
 )
+from tools.rig.car import Rig
+
+pytestmark = pytest.mark.needs(*SCENARIO)
 
 MIN = dt.timedelta(minutes=1)
 FEEDBACK = Feedback()  # the hazard blink counts of U-FB-2, as the car is configured
 
 
-def test_a_whole_trip_by_card_from_reservation_to_idle(rig: SimRig, hand: Hand) -> None:
+def test_a_whole_trip_by_card_from_reservation_to_idle(rig: Rig) -> None:
     rig.park()  # the car waits in its station
     # SPEC S-SYNC-1: reserved through the phone, the car holds it within a second
     bob = reserve(rig, BOB, minutes=60)
@@ -42,7 +46,7 @@ def test_a_whole_trip_by_card_from_reservation_to_idle(rig: SimRig, hand: Hand) 
     advance_to(rig, bob.start - 15 * MIN)
     assert rig.outputs["led"] == "dark"
     mark = rig.mark()
-    assert hand.tap(BOB)["state"] == "idle"
+    assert rig.tap(BOB)["state"] == "idle"
     rig.wait_since(mark, "the denial prompt", prompts=["card_denied"])
     seen = rig.outputs
     assert (seen["state"], seen["doors"], seen["led"], seen["immobilised"]) == (
@@ -59,7 +63,7 @@ def test_a_whole_trip_by_card_from_reservation_to_idle(rig: SimRig, hand: Hand) 
 
     # SPEC U-START-4, U-FB-2, U-FB-3: the tap → hazard ×2, unlock, "start OK", `unlocked`
     start = rig.mark()
-    assert hand.tap(BOB)["state"] == "unlocked"
+    assert rig.tap(BOB)["state"] == "unlocked"
     rig.wait_since(start, "the unlock", unlocks=1)
     wait_blinking_done(rig, start, FEEDBACK.hazard_start)
     assert rig.outputs["doors"] == "unlocked"
@@ -116,7 +120,7 @@ def test_a_whole_trip_by_card_from_reservation_to_idle(rig: SimRig, hand: Hand) 
     park_at_station(rig, brake=False)
     assert rig.outputs["led"] == "dark"
     mark = rig.mark()
-    assert hand.tap(BOB)["state"] == "returning"
+    assert rig.tap(BOB)["state"] == "returning"
     rig.wait_since(mark, "the refused end", hazard_blinks=1, prompts=["end_refused", "check_brake"])
     assert rig.since(mark)["prompts"] == ["end_refused", "check_brake"]
     assert rig.since(mark)["locks"] == 0
@@ -129,7 +133,7 @@ def test_a_whole_trip_by_card_from_reservation_to_idle(rig: SimRig, hand: Hand) 
 
     # SPEC U-END-3, U-END-5, U-FB-2: the end tap → lock, hazard ×1, immobilised, "end OK"
     end = rig.mark()
-    assert hand.tap(BOB)["state"] == "forgotten_item_window"
+    assert rig.tap(BOB)["state"] == "forgotten_item_window"
     rig.wait_since(end, "the lock and hazard ×1", locks=1, hazard_blinks=1, prompts=["end_ok"])
     wait_immobilised(rig, True)
     assert rig.outputs["doors"] == "locked"
@@ -144,7 +148,7 @@ def test_a_whole_trip_by_card_from_reservation_to_idle(rig: SimRig, hand: Hand) 
 
     # SPEC U-FGT-1: a tap unlocks once; U-END-5: the key cannot start the engine meanwhile
     mark = rig.mark()
-    assert hand.tap(BOB)["state"] == "forgotten_item_window"
+    assert rig.tap(BOB)["state"] == "forgotten_item_window"
     rig.wait_since(mark, "the forgotten-item unlock", unlocks=1, prompts=["forgotten_unlocked"])
     assert rig.outputs["doors"] == "unlocked"
     rig.open_door("driver")
@@ -156,7 +160,7 @@ def test_a_whole_trip_by_card_from_reservation_to_idle(rig: SimRig, hand: Hand) 
 
     # SPEC U-FGT-2: the second tap locks and the window is over: idle, reader dark
     mark = rig.mark()
-    assert hand.tap(BOB)["state"] == "idle"
+    assert rig.tap(BOB)["state"] == "idle"
     rig.wait_since(mark, "the forgotten-item lock", locks=1, prompts=["forgotten_locked"])
     seen = rig.outputs
     assert (seen["state"], seen["doors"], seen["led"], seen["immobilised"]) == (
@@ -168,9 +172,7 @@ def test_a_whole_trip_by_card_from_reservation_to_idle(rig: SimRig, hand: Hand) 
     assert rig.since(end)["hazard_blinks"] == FEEDBACK.hazard_end  # once, at the end only
 
 
-def test_the_reader_blinks_green_until_start_plus_31_then_a_tap_is_too_late(
-    rig: SimRig, hand: Hand
-) -> None:
+def test_the_reader_blinks_green_until_start_plus_31_then_a_tap_is_too_late(rig: Rig) -> None:
     # SPEC U-START-2: the green window is start−14 … start+31; after it the reader is dark
     bob = reserve(rig, BOB, minutes=120)
     advance_to(rig, bob.start + 30 * MIN)
@@ -179,7 +181,7 @@ def test_the_reader_blinks_green_until_start_plus_31_then_a_tap_is_too_late(
     assert rig.outputs["led"] == "dark"
     # a tap now opens nothing: the prompt sends the driver to the phone (U-FB-3)
     mark = rig.mark()
-    assert hand.tap(BOB)["state"] == "idle"
+    assert rig.tap(BOB)["state"] == "idle"
     rig.wait_since(mark, "the use-the-phone prompt", prompts=["use_phone"])
     got = rig.since(mark)
     assert (got["unlocks"], got["hazard_blinks"], got["prompts"]) == (0, 0, ["use_phone"])
@@ -188,7 +190,7 @@ def test_the_reader_blinks_green_until_start_plus_31_then_a_tap_is_too_late(
     assert wait_phone_status(bob, "reserved")
 
 
-def test_remote_start_and_remote_end_answer_with_the_cars_result(rig: SimRig) -> None:
+def test_remote_start_and_remote_end_answer_with_the_cars_result(rig: Rig) -> None:
     rig.park()
     bob = reserve(rig, BOB, minutes=60)
 

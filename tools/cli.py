@@ -9,7 +9,13 @@ import sys
 from tools.options import env_flag
 
 # Each room's module has `add_parser(rooms)`; its subcommands set `func`.
-ROOMS = {"unit": "firmware.cli", "cloud": "cloud.cli", "card": "tools.card", "board": "tools.board"}
+ROOMS = {
+    "unit": "firmware.cli",
+    "cloud": "cloud.cli",
+    "card": "tools.card",
+    "board": "tools.board",
+    "sim": "tools.sim.cli",
+}
 # Technician commands that live in tools/ but belong to another room's subcommands: that room's
 # `add_parser` returns its subcommands and each module here adds to them (`add_commands(cmds)`).
 # (The firmware does not import tools: the tools come to it.)

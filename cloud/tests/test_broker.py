@@ -31,8 +31,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from cloud.accounts import CLOUD_USER, Tls
 from cloud.broker import BrokerStartError, EmbeddedBroker
 from cloud.mosquitto import Mosquitto
-from cloud.tests.tls import make_tls
 from protocol import topics
+from tools.rig.tls import make_tls
 
 KINDS = ("mosquitto", "embedded")
 CARS = {"car-a": "pw-of-car-a", "car-b": "pw-of-car-b"}

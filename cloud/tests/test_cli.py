@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cloud import migrations
-from cloud.cli import DEMO, DEMO_FLEET_KEY
+from cloud.demo import DEMO, DEMO_FLEET_KEY
 from cloud.store import open_store
 from protocol.cards import card_hash
 from tools.cli import main

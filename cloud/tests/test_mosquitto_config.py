@@ -19,8 +19,8 @@ from cloud.mosquitto import Mosquitto
 from cloud.tests import test_broker as suite
 from cloud.tests.test_broker import Peers, Server, t
 from cloud.tests.test_broker_accounts import fleet, kagi, password_of  # noqa: F401 (fixture)
-from cloud.tests.tls import make_tls
 from protocol import topics
+from tools.rig.tls import make_tls
 
 X_SEC_2 = [
     suite.test_a_car_receives_nothing_of_another_car_live_or_retained,

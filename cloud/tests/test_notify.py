@@ -17,7 +17,6 @@ import pytest
 from cloud.notify import Mailer, SmtpConfig
 from cloud.store import Store
 from cloud.sync.events import EventApplier
-from cloud.tests.mailbox import Mailbox
 from cloud.tests.test_sync_events import ended, ev, started
 from cloud.tests.test_sync_support import (  # noqa: F401 (fixtures)
     ALICE,
@@ -32,6 +31,7 @@ from cloud.tests.test_sync_support import (  # noqa: F401 (fixtures)
     start_sync,
     wait_until,
 )
+from tools.rig.mailbox import Mailbox
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cloud.accounts import Tls
 from cloud.broker import BrokerStartError, EmbeddedBroker
 from cloud.mosquitto import CLOUD_USER, Mosquitto
-from cloud.tests.tls import make_tls
 from firmware.clock import ManualClock
 from firmware.cloud_link import LinkSettings, MqttCloudLink, no_delay
 from firmware.config import TripConfig
@@ -34,6 +33,7 @@ from firmware.inputs import Input
 from firmware.runner import Runner
 from firmware.store import SqliteStore
 from protocol import messages, signing, topics
+from tools.rig.tls import make_tls
 
 # the cloud's signing key (RFC 8032 test 2) and a key nobody trusts
 CLOUD_KEY = signing.private_key_from_hex(

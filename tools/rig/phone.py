@@ -1,4 +1,4 @@
-"""The driver's phone: the cloud's HTTP API as the phone site uses it.
+"""The driver's phone: the cloud's HTTP API as the phone site uses it (rigs and the live view).
 
 Logs in lazily and again when its token has expired (the rig's clock moves hours at a time).
 Every call returns the decoded JSON; a refusal raises `Refusal` with the API's code and message.
@@ -12,6 +12,14 @@ from typing import Any
 import httpx
 
 JST = dt.timezone(dt.timedelta(hours=9))
+
+
+def next_mark(t: dt.datetime, minutes: int = 15) -> dt.datetime:
+    """The first 15-minute mark at or after `t`: where reservations start and end (C-GRID-1)."""
+    t = t.replace(second=0, microsecond=0) + (
+        dt.timedelta(minutes=1) if t.second else dt.timedelta()
+    )
+    return t + dt.timedelta(minutes=(-t.minute) % minutes)
 
 
 class Refusal(Exception):

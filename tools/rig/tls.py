@@ -1,5 +1,6 @@
-"""A throwaway operator CA and a broker certificate it signed, for TLS tests of both brokers and
-of the car's link."""
+"""A throwaway operator CA and a broker certificate it signed: the TLS of a rig's Mosquitto
+(`store = "postgresql"`, `broker = "mosquitto"`, the sim-prod rig), and of the TLS tests of both
+brokers and of the car's link."""
 
 from __future__ import annotations
 

@@ -1,7 +1,13 @@
-"""`python -m hil_tests.live [--port 8000] [--host 127.0.0.1] [--folder .kagi-run]` (`make run`):
-start the sim rig and the demo reservation, print the page's address, serve it until Ctrl-C or
-SIGTERM, then stop every process it started. The run folder keeps each part's log until the next
-run empties it.
+"""`kagi sim run` (`make run`): a whole simulated car and its cloud, to drive in the browser.
+
+It starts the sim rig (`--rig sim`, the default: the cloud on SQLite with its embedded broker;
+`--rig sim-prod`: PostgreSQL and Mosquitto over TLS), parks the car, reserves it for the demo
+driver Bob with its window open, prints the live view's address and serves it until Ctrl-C or
+SIGTERM, then stops every process it started. The run folder keeps each part's log until the
+next run empties it; a folder that is not a run folder is refused, never emptied.
+
+This module imports nothing heavy until the command runs, so `kagi sim run --help` answers from
+an installed wheel at once; the command itself needs `pip install 'kagi[sim]'`.
 """
 
 from __future__ import annotations
@@ -15,17 +21,37 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from hil_tests.live.car import LiveCar
-from hil_tests.live.server import LiveServer
-from hil_tests.phone import JST
-from hil_tests.rig import CAR, RigError, SimRig, load_rig, next_mark
-
-MARKER = ".kagi-live"  # the file that makes a folder the live view's, to be emptied at each start
+MARKER = ".kagi-sim"  # the file that makes a folder a run folder, to be emptied at each start
+EXTRA = "pip install 'kagi[sim]'"  # what `kagi sim run` needs beyond kagi itself
 
 
 class UsageError(Exception):
     pass
+
+
+def add_parser(rooms: Any) -> Any:
+    sim = rooms.add_parser("sim", help="a whole simulated car and its cloud")
+    cmds = sim.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    text = (
+        "start the cloud, the I/O board's firmware and the car unit; reserve the demo car for "
+        "Bob; serve the live view until Ctrl-C"
+    )
+    run = cmds.add_parser("run", help=text, description=text)
+    run.add_argument("--port", type=int, default=8000, help="the page's port (default 8000)")
+    run.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    run.add_argument(
+        "--folder", type=Path, default=Path(".kagi-run"), help="the run folder (default .kagi-run)"
+    )
+    run.add_argument(
+        "--rig",
+        default="sim",
+        help="a sim rig file: sim (SQLite, embedded broker; the default), sim-prod (PostgreSQL, "
+        "Mosquitto over TLS), or a path",
+    )
+    run.set_defaults(func=run_command)
+    return cmds
 
 
 def prepare(folder: Path) -> None:
@@ -36,14 +62,13 @@ def prepare(folder: Path) -> None:
             raise UsageError(f"--folder {folder}: not a folder")
         if any(folder.iterdir()) and not (folder / MARKER).exists():
             raise UsageError(
-                f"--folder {folder}: not empty and not a live-view folder (no {MARKER} in it); "
+                f"--folder {folder}: not empty and not a run folder (no {MARKER} in it); "
                 "name a new or empty folder"
             )
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     (folder / MARKER).write_text(
-        "The kagi live view's run folder (python -m hil_tests.live): emptied at each start.\n",
-        encoding="utf-8",
+        "kagi sim run's run folder: emptied at each start.\n", encoding="utf-8"
     )
 
 
@@ -55,14 +80,16 @@ def check_port(host: str, port: int) -> None:
         except OSError as exc:
             raise UsageError(
                 f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}); "
-                "is another live view running? try --port 8001"
+                "is another kagi sim running? try --port 8001"
             ) from None
 
 
-def first_time() -> dt.datetime:
+def first_time(now: dt.datetime) -> dt.datetime:
     """The rig's clock at the start: 15 minutes before a 15-minute mark, so that car time is
     about real time and the demo reservation's window opens a minute later."""
-    return next_mark(dt.datetime.now(JST) + dt.timedelta(minutes=15)) - dt.timedelta(minutes=15)
+    from tools.rig.phone import next_mark
+
+    return next_mark(now + dt.timedelta(minutes=15)) - dt.timedelta(minutes=15)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -70,31 +97,39 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _patience(signum: int, frame: FrameType | None) -> None:
-    print("kagi live: stopping, one moment…", file=sys.stderr, flush=True)
+    print("kagi sim: stopping, one moment…", file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hil_tests.live", description=__doc__)
-    parser.add_argument("--port", type=int, default=8000, help="the page's port (default 8000)")
-    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
-    parser.add_argument(
-        "--folder", type=Path, default=Path(".kagi-run"), help="the run folder (default .kagi-run)"
-    )
-    args = parser.parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        from cloud.demo import CAR
+        from tools.rig.phone import JST
+        from tools.rig.rigfile import RigError, load_rig
+        from tools.sim.live.car import LiveCar
+        from tools.sim.live.server import LiveServer
+        from tools.sim.rig import SimRig
+    except ImportError as exc:
+        print(f"kagi sim: {exc.name or exc} is missing: {EXTRA}", file=sys.stderr)
+        return 2
     folder: Path = args.folder.resolve()
     try:
+        rig_file = load_rig(args.rig)
+        if rig_file.kind != "sim":
+            raise UsageError(f"--rig {args.rig}: a {rig_file.kind} rig; kagi sim runs sim rigs")
         check_port(args.host, args.port)
         prepare(folder)
-    except UsageError as exc:
-        print(f"kagi live: {exc}", file=sys.stderr)
+    except (UsageError, RigError) as exc:
+        print(f"kagi sim: {exc}", file=sys.stderr)
         return 2
 
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops it as Ctrl-C does
     began = time.monotonic()
     print(
-        f"kagi live: starting the cloud, the I/O board and the car unit in {folder} …", flush=True
+        f"kagi sim: starting the cloud, the I/O board and the car unit ({rig_file.name}: "
+        f"{rig_file.description}) in {folder} …",
+        flush=True,
     )
-    rig = SimRig(folder / "rig", load_rig("sim"), start=first_time())
+    rig = SimRig(folder / "rig", rig_file, start=first_time(dt.datetime.now(JST)))
     car: LiveCar | None = None
     try:
         rig.start()
@@ -105,16 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         start = dt.datetime.fromisoformat(booking["start"])
         end = dt.datetime.fromisoformat(booking["end"])
         print(
-            f"kagi live: {CAR} is ready ({time.monotonic() - began:.1f} s); Bob's reservation "
+            f"kagi sim: {CAR} is ready ({time.monotonic() - began:.1f} s); Bob's reservation "
             f"{start:%H:%M}–{end:%H:%M}, its window is open: tap Bob's card",
             flush=True,
         )
-        print(f"kagi live: open {server.url}   (Ctrl-C stops everything)", flush=True)
+        print(f"kagi sim: open {server.url}   (Ctrl-C stops everything)", flush=True)
         server.run()  # returns on Ctrl-C or SIGTERM, and raises it again for us
     except KeyboardInterrupt:
         pass
     except (RigError, AssertionError, OSError) as exc:
-        print(f"kagi live: the car could not start: {exc}\n{rig.logs()}", file=sys.stderr)
+        print(f"kagi sim: the car could not start: {exc}\n{rig.logs()}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGINT, _patience)
@@ -122,9 +157,5 @@ def main(argv: list[str] | None = None) -> int:
         if car is not None:
             car.close()
         rig.close()
-    print(f"kagi live: stopped; each part's log is in {folder / 'rig'}", flush=True)
+    print(f"kagi sim: stopped; each part's log is in {folder / 'rig'}", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

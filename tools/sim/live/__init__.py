@@ -1,9 +1,9 @@
-"""The live view (`make run`): a whole car on a laptop, driven from a local web page.
+"""The live view (`kagi sim run`, `make run`): a whole car on a laptop, driven from a web page.
 
-`python -m hil_tests.live` starts the sim rig (the cloud with its embedded broker on SQLite, the
-I/O board's firmware under MicroPython, the car unit with its nfcpy reader, the demo fleet),
-reserves the demo driver Bob a car whose window opens now, and serves a page showing the car —
-doors, lock, key box, the reader's LEDs and the hazard lamps live from the board's pins, voice
+`kagi sim run` (`tools/sim/cli.py`) starts the sim rig (the cloud with its embedded broker on
+SQLite, the I/O board's firmware under MicroPython, the car unit with its nfcpy reader, the demo
+fleet), reserves the demo driver Bob a car whose window opens now, and serves a page showing the
+car — doors, lock, key box, the reader's LEDs and the hazard lamps live from the board's pins, voice
 prompts, trip state and timers, the reservation, the cloud link, mails — with controls to tap a
 card, work the doors, key, brake, engine and lights, move the clock, use the phone and cut the
 signal. `docs/live.md` shows it.

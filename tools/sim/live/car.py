@@ -1,11 +1,10 @@
-"""The live car: one running SimRig, the demo reservation, everything the page shows as one
+"""The live car: one running sim rig, the demo reservation, everything the page shows as one
 JSON-able snapshot, and the controls, one at a time.
 
-Every control is a SimRig step that blocks until the car has taken it, so controls run one at a
+Every control is a rig step that blocks until the car has taken it, so controls run one at a
 time under one lock. The snapshot does not wait for them: it reads the unit's status over a
-control-socket connection of its own and the board's pins straight from the simulated board, so
-the page stays live while a tap or a phone operation is under way. Cards are tapped by a `Hand`
-that holds the reader's field for the whole session, so the same card can be tapped again.
+control-socket connection of its own and the board's pins as they are, so the page stays live
+while a tap or a phone operation is under way.
 """
 
 from __future__ import annotations
@@ -19,12 +18,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cloud.demo import CAR, DRIVER_CARDS, STATION
 from firmware.config import Timing
 from firmware.prompts import BY_ID
-from hil_tests.phone import JST, Phone, Refusal
-from hil_tests.rig import CAR, CARDS, DOORS, STATION, RigError, SimRig, next_mark
-from hil_tests.steps import Hand
 from tools.monitor import MonitorError, Unit
+from tools.rig.car import DOORS
+from tools.rig.phone import JST, Phone, Refusal, next_mark
+from tools.rig.rigfile import RigError
+from tools.sim.rig import SimRig
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 DRIVER = "XXY00001002"  # Bob, the demo driver whose trip the page drives
 # the cards on the page: the demo drivers' own, and one the cloud has never heard of
 CARD_NAMES = {
-    "bob": CARDS["XXY00001002"],
-    "alice": CARDS["XXY00001001"],
+    "bob": DRIVER_CARDS["XXY00001002"],
+    "alice": DRIVER_CARDS["XXY00001001"],
     "unknown": "0123456789ABCDEF",
 }
 OPERATIONS = ("start", "end", "reunlock", "forgotten_unlock", "forgotten_lock", "register_card")
@@ -102,7 +103,7 @@ class LiveCar:
     """The page's car: `setup_demo()`, `snapshot()`, the controls, `close()`."""
 
     def __init__(self, rig: SimRig, timing: Timing | None = None) -> None:
-        assert rig.unit is not None and rig.board is not None, "start the rig first"
+        assert rig.unit_process is not None, "start the rig first"
         self.rig = rig
         self.timing = timing or Timing()
         self.phone: Phone = rig.phone(DRIVER)
@@ -110,8 +111,7 @@ class LiveCar:
         self.running = False  # car time follows real time
         self.busy: str | None = None  # the control under way
         self._lock = threading.Lock()
-        self._status = StatusLine(rig.unit.socket_path)
-        self.hand = Hand(rig)
+        self._status = StatusLine(rig.unit_process.socket_path)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
@@ -142,7 +142,6 @@ class LiveCar:
         if self._ticker is not None:
             self._ticker.join(timeout=BUSY_TIMEOUT)
         self._status.close()
-        self.hand.close()
 
     def _tick(self) -> None:
         last_step = last_read = time.monotonic()
@@ -172,8 +171,7 @@ class LiveCar:
 
     def pins(self) -> dict[str, bool]:
         """The board's outputs as they are this instant (the LEDs and hazards blink live)."""
-        assert self.rig.board is not None
-        return self.rig.board.outputs()
+        return self.rig.car_outputs.levels()
 
     def snapshot(self) -> dict[str, Any]:
         rig = self.rig
@@ -213,7 +211,7 @@ class LiveCar:
             "reservation": self._reservation_view(),
             "cloud": {
                 "connected": bool(status.get("cloud", {}).get("connected")),
-                "signal": rig.relay is not None and rig.relay.is_open,
+                "signal": rig.network.is_open,
             },
             "board_up": bool(status.get("board", {}).get("up")),
             "mails": [
@@ -286,7 +284,7 @@ class LiveCar:
                 "カード: bob・alice・unknown または16桁のIDmを指定してください",
             )
 
-        return self.do(f"tap {card}", lambda: self.hand.tap(idm))
+        return self.do(f"tap {card}", lambda: self.rig.tap(idm))
 
     def door(self, door: str, open_: bool) -> None:
         if door not in DOORS:

@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 
-from hil_tests.live.car import LiveCar, LiveError
+from tools.sim.live.car import LiveCar, LiveError
 
 STATIC = Path(__file__).resolve().parent / "static"
 PIN_POLL = 0.02  # seconds between two looks at the board's pins for the stream

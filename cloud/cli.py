@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from cloud import accounts
+from cloud import accounts_cli
 from cloud.auth import hash_password
 from cloud.demo import DEMO, DEMO_FLEET_KEY, DEMO_PASSWORD
 from cloud.store import DEFAULT_DB, Store, StoreError, open_store
@@ -167,7 +167,7 @@ def add_parser(rooms: Any) -> None:
     p.add_argument("--name")
     p.add_argument("--email")
     p.add_argument("--licence-expiry", type=_date, help="last day the licence is valid, YYYY-MM-DD")
-    accounts.add_commands(cmds, [db])  # car-account, mosquitto-config (cloud/accounts.py)
+    accounts_cli.add_commands(cmds, [db])  # car-account, mosquitto-config
     sync_cli.add_commands(command)  # public-key (cloud/sync/cli.py)
 
 

@@ -182,6 +182,9 @@ class BoardLink:
     def up(self) -> bool:
         return self._up
 
+    def status_fields(self) -> dict[str, Any]:
+        return {"board": self.status()}
+
     def status(self) -> dict[str, Any]:
         board = self._board
         return {

@@ -35,11 +35,9 @@ import socket
 import ssl
 import threading
 import time
-import urllib.parse
-from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -47,20 +45,15 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware.bookings import Bookings
+from firmware.broker_url import parse_cloud_url
 from firmware.inputs import BookingsChanged, ClockSkew, Input, RemoteCommand
-from firmware.ports import Clock, Post, Store
+from firmware.ports import Clock, Store, Submit
 from firmware.store import OutboxEvent
 from protocol import messages, signing, topics
 from protocol.messages import Command, MessageError, Snapshot
 
-if TYPE_CHECKING:
-    from firmware.runner import Runner
-
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Input], "Future[Any]"]
-
-SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 TO_CAR = ("reservations", "commands")  # what the car subscribes to, in this order
 
 
@@ -69,63 +62,6 @@ def firmware_version() -> str:
         return importlib.metadata.version("kagi")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-# ---- the broker's address -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BrokerUrl:
-    """`mqtt://CAR_ID:PASSWORD@HOST:PORT` or `mqtts://…` (TLS), parsed."""
-
-    tls: bool
-    host: str
-    port: int
-    username: str
-    password: str = field(repr=False)
-
-    def redacted(self) -> str:
-        """The URL without its password, for logs and the status view."""
-        scheme = "mqtts" if self.tls else "mqtt"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{self.username}:***@{host}:{self.port}"
-
-
-def parse_cloud_url(url: str, car_id: str) -> BrokerUrl:
-    """The broker's URL, or ValueError saying what is wrong with it (never echoing a password).
-
-    The user name is the car ID (the broker's ACL gives user `%u` only `kagi/v1/cars/%u/#`); it
-    may be left out. A password with special characters is percent-encoded."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(
-            f"not a broker URL ({exc}); expected mqtt://{car_id}:PASSWORD@HOST:PORT"
-        ) from None
-    if parts.scheme not in SCHEMES:
-        raise ValueError(
-            f"expected mqtt://{car_id}:PASSWORD@HOST:PORT or mqtts://… (TLS), "
-            f"got a {parts.scheme or 'schemeless'} URL"
-        )
-    if not parts.hostname:
-        raise ValueError(f"no broker host; expected {parts.scheme}://{car_id}:PASSWORD@HOST:PORT")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("a broker URL has no path, query or fragment")
-    user = urllib.parse.unquote(parts.username) if parts.username else car_id
-    if user != car_id:
-        raise ValueError(
-            f"the user name must be the car ID {car_id!r} (the broker lets user X use only "
-            f"kagi/v1/cars/X/#), got {user!r}"
-        )
-    password = urllib.parse.unquote(parts.password) if parts.password else ""
-    return BrokerUrl(
-        parts.scheme == "mqtts",
-        parts.hostname,
-        port or SCHEMES[parts.scheme],
-        user,
-        password,
-    )
 
 
 # ---- the state topic ----------------------------------------------------------------------------
@@ -192,8 +128,8 @@ class LinkSettings:
 
 
 class MqttCloudLink:
-    """The CloudLink port over paho-mqtt: `start(post)`, `outbox_changed()`, `stop()`; and
-    `attach(runner)` (the unit does it) for acknowledgements after commit and the `state` topic."""
+    """The CloudLink port over paho-mqtt: `start(submit)`, `committed(…)` (the `state` topic),
+    `outbox_changed()`, `stop()`, `status_fields()`."""
 
     def __init__(
         self,
@@ -216,7 +152,6 @@ class MqttCloudLink:
         self.settings = settings or LinkSettings()
         self.firmware = firmware or firmware_version()
         self._topic = {kind: topics.topic(car_id, kind) for kind in topics.KINDS}
-        self._post: Post | None = None
         self._submit: Submit | None = None
 
         self._lock = threading.Lock()
@@ -246,15 +181,8 @@ class MqttCloudLink:
 
     # ---- the port ---------------------------------------------------------------------------
 
-    def attach(self, runner: Runner) -> None:
-        """Hand inputs to `runner` with `submit` (a future per input) instead of `post`, so a
-        message is acknowledged to the broker only once its input is committed; and keep `state`
-        current from the runner's commits."""
-        self._submit = runner.submit
-        runner.on_commit = self.state_changed
-
-    def start(self, post: Post) -> None:
-        self._post = post
+    def start(self, submit: Submit) -> None:
+        self._submit = submit
         with self._lock:
             if self._held_version is None:
                 self._held_version = self.store.load()[1].version
@@ -267,7 +195,7 @@ class MqttCloudLink:
     def outbox_changed(self) -> None:
         self._wake.set()
 
-    def state_changed(self, snapshot: dict[str, Any], bookings_version: int) -> None:
+    def committed(self, snapshot: dict[str, Any], bookings_version: int) -> None:
         """The runner committed a step (on its thread): keep `state` current."""
         with self._lock:
             self._state = (snapshot, bookings_version)
@@ -299,6 +227,9 @@ class MqttCloudLink:
         for thread in self._threads:
             thread.join(self.settings.connect_timeout + 2)
         self._threads.clear()
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"cloud": self.status()}
 
     def status(self) -> dict[str, Any]:
         """For the unit's status view (any thread)."""
@@ -514,8 +445,7 @@ class MqttCloudLink:
         log.info("cloud link: bookings version %s from the cloud", snap.version)
         self._count("snapshots")
         done = self._deliver(BookingsChanged(bookings))
-        if done is not None:
-            done.add_done_callback(lambda f: self._snapshot_done(f, snap.version))
+        done.add_done_callback(lambda f: self._snapshot_done(f, snap.version))
         return done
 
     def _snapshot_done(self, done: Future[Any], version: int) -> None:
@@ -542,23 +472,16 @@ class MqttCloudLink:
         log.info("cloud link: command %s (%s) from the cloud", cmd.id, cmd.name)
         self._count("commands")
         done = self._deliver(RemoteCommand(cmd.id, cmd.name, dict(cmd.args)))
-        if done is None:
-            with self._lock:
-                self._commands_in_progress.discard(cmd.id)
-        else:
-            done.add_done_callback(lambda _: self._command_done(cmd.id))
+        done.add_done_callback(lambda _: self._command_done(cmd.id))
         return done
 
     def _command_done(self, command_id: str) -> None:
         with self._lock:  # by now the store has it as applied (or the runner refused it)
             self._commands_in_progress.discard(command_id)
 
-    def _deliver(self, event: Input) -> Future[Any] | None:
-        if self._submit is not None:
-            return self._submit(event)
-        assert self._post is not None, "the cloud link was not started"
-        self._post(event)
-        return None
+    def _deliver(self, event: Input) -> Future[Any]:
+        assert self._submit is not None, "the cloud link was not started"
+        return self._submit(event)
 
     def _check_clock(self, issued_at: float, source: str) -> None:
         """A message from the future, or a live one from the past, means a wrong clock here."""

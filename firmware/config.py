@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware.broker_url import parse_cloud_url
+
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the key and the reason."""
@@ -198,8 +200,7 @@ def _check_cloud(config: UnitConfig) -> None:
             f"unit.cloud: no cloud adapter for {scheme or config.cloud!r} URLs "
             "(this build knows: none:, mqtt://CAR_ID:PASSWORD@HOST:PORT, mqtts://…)"
         )
-    # the protocol and the MQTT client load only for a unit that uses them
-    from firmware.cloud_link import parse_cloud_url
+    # the protocol's signing (cryptography) loads only for a unit that uses it
     from protocol.signing import public_key_from_hex
     from protocol.topics import check_car_id
 

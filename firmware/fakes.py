@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from firmware.effects import (
     Unlock,
 )
 from firmware.inputs import CardTapped, Input
-from firmware.ports import Post
+from firmware.ports import Post, Submit
 from firmware.store import OutboxEvent, to_outbox_event
 
 
@@ -82,6 +83,9 @@ class FakeBody:
     def stop(self) -> None:
         self._post = None
 
+    def status_fields(self) -> dict[str, Any]:
+        return {"car": self.car.to_dict()}  # the simulated car's outputs, as a rig reads them
+
 
 class FakeReader:
     def __init__(self) -> None:
@@ -97,26 +101,37 @@ class FakeReader:
     def stop(self) -> None:
         self._post = None
 
+    def status_fields(self) -> dict[str, Any]:
+        return {}
+
 
 class FakeCloudLink:
-    """Posts what a test gives it; counts outbox wake-ups (nothing leaves the car)."""
+    """Hands the runner what a test gives it; counts outbox wake-ups and commits (nothing
+    leaves the car)."""
 
     def __init__(self) -> None:
         self.wakeups = 0
-        self._post: Post | None = None
+        self.commits = 0
+        self._submit: Submit | None = None
 
-    def start(self, post: Post) -> None:
-        self._post = post
+    def start(self, submit: Submit) -> None:
+        self._submit = submit
 
-    def deliver(self, event: Input) -> None:
-        assert self._post is not None, "the cloud link was not started"
-        self._post(event)
+    def deliver(self, event: Input) -> Future[Any]:
+        assert self._submit is not None, "the cloud link was not started"
+        return self._submit(event)
+
+    def committed(self, snapshot: dict[str, Any], bookings_version: int) -> None:
+        self.commits += 1
 
     def outbox_changed(self) -> None:
         self.wakeups += 1
 
     def stop(self) -> None:
-        self._post = None
+        self._submit = None
+
+    def status_fields(self) -> dict[str, Any]:
+        return {}
 
 
 class MemoryStore:

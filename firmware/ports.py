@@ -7,6 +7,7 @@ the only writer of trip state.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from firmware.bookings import Bookings
@@ -15,6 +16,17 @@ from firmware.inputs import Input
 from firmware.store import OutboxEvent
 
 Post = Callable[[Input], None]
+# An input handed to the runner, and a future of its effects: done once they are committed.
+Submit = Callable[[Input], "Future[Any]"]
+
+
+class Adapter(Protocol):
+    """What every adapter declares besides its work."""
+
+    def status_fields(self) -> dict[str, Any]:
+        """What the unit's status view shows of this adapter, under keys of its own
+        (`{}`: nothing to show)."""
+        ...
 
 
 class Clock(Protocol):
@@ -27,14 +39,14 @@ class Clock(Protocol):
         ...
 
 
-class Reader(Protocol):
+class Reader(Adapter, Protocol):
     """The card reader: posts one CardTapped per presentation."""
 
     def start(self, post: Post) -> None: ...
     def stop(self) -> None: ...
 
 
-class Body(Protocol):
+class Body(Adapter, Protocol):
     """The I/O board: posts input changes, applies outputs (lock, LEDs, hazard, voice…)."""
 
     def start(self, post: Post) -> None: ...
@@ -42,10 +54,20 @@ class Body(Protocol):
     def stop(self) -> None: ...
 
 
-class CloudLink(Protocol):
-    """The link to the cloud: posts commands and bookings, sends the outbox."""
+class CloudLink(Adapter, Protocol):
+    """The link to the cloud: hands the runner commands and bookings, sends the outbox and the
+    car's state."""
 
-    def start(self, post: Post) -> None: ...
+    def start(self, submit: Submit) -> None:
+        """Begin; hand inputs to the runner with `submit`, so that a message is acknowledged to
+        the cloud only once its input is committed."""
+        ...
+
+    def committed(self, snapshot: dict[str, Any], bookings_version: int) -> None:
+        """The runner committed a step (on its thread): the trip state it saved and the
+        bookings version it holds."""
+        ...
+
     def outbox_changed(self) -> None:
         """New events wait in the store's outbox."""
         ...

@@ -276,6 +276,9 @@ class NfcReader:
             self._thread = None
         self._post = None
 
+    def status_fields(self) -> dict[str, Any]:
+        return {}
+
     # ---- the polling thread -----------------------------------------------------------------
 
     def _run(self) -> None:

@@ -51,9 +51,6 @@ class Runner:
         self.clock = clock
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self.core: TripCore | None = None
-        # Told after every commit (on this thread): the trip state just saved and the bookings
-        # version held. The cloud link keeps the car's `state` topic current from it.
-        self.on_commit: Callable[[dict[str, Any], int], None] | None = None
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -65,7 +62,7 @@ class Runner:
         effects = self.core.restore(self.clock.now())
         self._commit_and_apply(effects, None)
         self.body.start(self.post)
-        self.cloud.start(self.post)
+        self.cloud.start(self.submit)
         self.reader.start(self.post)
 
     def stop(self) -> None:
@@ -159,5 +156,4 @@ class Runner:
                     log.exception("the body failed to apply %r", effect)
         if events:
             self.cloud.outbox_changed()
-        if self.on_commit is not None:
-            self.on_commit(snapshot, self.core.bookings.version)
+        self.cloud.committed(snapshot, self.core.bookings.version)

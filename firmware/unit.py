@@ -105,8 +105,6 @@ class Unit:
         self.runner = Runner(
             config.trip, config.card_key_bytes, self.store, body, reader, cloud, clock
         )
-        if hasattr(cloud, "attach"):  # the MQTT link: acks after commit, state after each step
-            cloud.attach(self.runner)
         self.control: Control | None = None
 
     def start(self) -> None:
@@ -132,12 +130,8 @@ class Unit:
                 "last_seq": self.store.last_seq(),
             },
         }
-        if isinstance(self.runner.body, FakeBody):
-            status["car"] = self.runner.body.car.to_dict()
-        if hasattr(self.runner.body, "status"):  # the board link: up or down, which board
-            status["board"] = self.runner.body.status()
-        if hasattr(self.runner.cloud, "status"):  # the MQTT link: connected, counts
-            status["cloud"] = self.runner.cloud.status()
+        for adapter in (self.runner.reader, self.runner.body, self.runner.cloud):
+            status.update(adapter.status_fields())
         return status
 
     def close(self) -> None:

@@ -46,7 +46,7 @@ def add_parser(rooms: Any) -> None:
 
 
 def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `kagi card emulate` (also `python -m tools.card_emulator`)."""
+    """The options of `kagi card emulate`."""
     parser.add_argument("--device", required=True, help="the card's end of the link: udp:HOST:PORT")
     parser.add_argument("--idm", required=True, help="the card's IDm, 16 hex digits")
     parser.add_argument("--pmm", help="the card's PMm, 16 hex digits (default: by card type)")

@@ -8,7 +8,7 @@ through the same way nfcpy's `FelicaLiteS` reader side expects. Every card recor
 asked (`commands`, `blocks_read`, `blocks_written`), so a test can check that a reader read
 nothing (SPEC U-CARD-2).
 
-Run as a process (`kagi card emulate …` or `python -m tools.card_emulator …`) it presents one card
+Run as a process (`kagi card emulate …`) it presents one card
 for a given time, or until SIGTERM/SIGINT, and exits 0.
 
 Pitfalls of the udp driver (see PLATFORM-NOTES) handled here: the card's socket stays bound for
@@ -497,17 +497,3 @@ def run(args: argparse.Namespace, out: Any = sys.stderr) -> int:
                 f,
             )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from tools.card import add_emulate_arguments
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.card_emulator", description="present an emulated FeliCa card"
-    )
-    add_emulate_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

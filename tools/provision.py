@@ -243,7 +243,7 @@ def check_broker(url: str, car_id: str, ca: str, timeout: float = 5.0) -> Check:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from firmware.cloud_link import parse_cloud_url
+    from firmware.broker_url import parse_cloud_url
 
     broker = parse_cloud_url(url, car_id)
     where = broker.redacted()

@@ -275,7 +275,6 @@ class LinkedCar:
         self.runner = Runner(
             TripConfig(), CARD_KEY, self.store, self.body, self.reader, self.link, self.clock
         )
-        self.link.attach(self.runner)
         self.runner.start()
         self._thread = threading.Thread(target=self.runner.run, name="runner", daemon=True)
         self._thread.start()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.cloud_link import parse_cloud_url
+from firmware.broker_url import parse_cloud_url
 from firmware.config import ConfigError, load_unit_config
 from firmware.tests.cloud_side import CLOUD_PUBLIC
 

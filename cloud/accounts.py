@@ -50,8 +50,13 @@ class AccountsError(ValueError):
 
 
 def new_password() -> str:
-    """A fresh random password (192 bits, URL-safe: it may go into a broker URL as it is)."""
-    return secrets.token_urlsafe(24)
+    """A fresh random password (192 bits, URL-safe: it may go into a broker URL as it is). It
+    never begins with `-`, so it can follow an option on a command line (`--broker-password X`
+    would otherwise read a leading `-` as another option)."""
+    while True:
+        password = secrets.token_urlsafe(24)
+        if not password.startswith("-"):
+            return password
 
 
 def hash_password(password: str, *, iterations: int = ITERATIONS, salt: bytes | None = None) -> str:

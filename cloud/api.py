@@ -49,6 +49,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "no such reservation of yours, car or operation"),
         (409, "conflicts with another reservation or a newer state"),
         (422, "malformed request, or a booking rule refuses it"),
+        (429, "too many wrong passwords lately: wait `retry_after` seconds"),
         (503, "the car cannot be reached (offline, or no link to the cars)"),
         (504, "the car did not answer in time; the command expired"),
     )
@@ -154,7 +155,12 @@ def create_app(cloud: Cloud, tokens: Tokens) -> FastAPI:
     @app.exception_handler(Refused)
     async def on_refused(request: Request, exc: Refused) -> JSONResponse:
         body = {"code": exc.code, "message": exc.message_en, "message_ja": exc.message_ja}
-        return JSONResponse({"error": {**body, **exc.extra}}, status_code=exc.status)
+        headers = (
+            {"retry-after": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else None
+        )
+        return JSONResponse(
+            {"error": {**body, **exc.extra}}, status_code=exc.status, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -182,9 +188,10 @@ def create_app(cloud: Cloud, tokens: Tokens) -> FastAPI:
         return JSONResponse({"error": body}, status_code=exc.status_code)
 
     @app.post("/v1/login", summary="Log in with a driver or member ID and password")
-    def login(body: LoginBody) -> dict[str, Any]:
+    def login(body: LoginBody, request: Request) -> dict[str, Any]:
+        address = request.client.host if request.client else None
         try:
-            who = cloud.login(body.account_id, body.password)
+            who = cloud.login(body.account_id, body.password, address)
         except AuthError as exc:
             raise Refused(401, exc.reason, str(exc), "IDまたはパスワードが違います") from exc
         now = cloud.clock().timestamp()
@@ -195,6 +202,7 @@ def create_app(cloud: Cloud, tokens: Tokens) -> FastAPI:
             "kind": who.kind,
             "member_id": who.member_id,
             "admin": who.admin,
+            "password_must_change": cloud.password_must_change(who),
         }
 
     @app.get("/v1/cars", summary="The cars and their stations")
@@ -289,4 +297,7 @@ def create_app(cloud: Cloud, tokens: Tokens) -> FastAPI:
         body = {"code": f"unknown_{exc.kind}", "message": str(exc), "message_ja": str(exc)}
         return JSONResponse({"error": body}, status_code=404)
 
+    from cloud.web.phone import add_phone_site  # the pages, over the same service
+
+    add_phone_site(app, cloud, tokens)
     return app

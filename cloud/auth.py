@@ -62,6 +62,11 @@ class Tokens:
         self._secret = secret
         self.lifetime = lifetime
 
+    @property
+    def secret(self) -> bytes:
+        """The cloud's secret, for keys derived from it (the pages' CSRF tokens)."""
+        return self._secret
+
     def issue(self, caller: Caller, now: float) -> str:
         claims = {
             "sub": caller.account_id,

@@ -111,6 +111,11 @@ def add_parser(rooms: Any) -> None:
     p.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
+    p.add_argument(
+        "--initial",
+        action="store_true",
+        help="an initial password (as sent by mail): the phone site makes them choose a new one",
+    )
 
     p = command(
         "serve",
@@ -380,8 +385,11 @@ def _set_password(args: argparse.Namespace) -> int:
     if len(password) < 4:
         raise UsageError("the password must have at least 4 characters; nothing was changed")
     with _open(args) as store:
-        store.set_password_hash(args.account_id, hash_password(password))
-    print(f"password of {args.account_id} set")
+        store.set_password_hash(args.account_id, hash_password(password), must_change=args.initial)
+    print(
+        f"password of {args.account_id} set"
+        + (" (to be changed at the first login)" if args.initial else "")
+    )
     return 0
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from cloud import model
-from cloud.auth import AuthError, Caller, check_password
+from cloud.auth import AuthError, Caller, check_password, hash_password
 from cloud.booking import (
     check_booking,
     check_cancel,
@@ -27,6 +27,7 @@ from cloud.booking import (
 )
 from cloud.decision import Decision
 from cloud.fees import reservation_fee
+from cloud.login_guard import LoginGuard, TooManyAttempts
 from cloud.penalties import standing
 from cloud.policy import Policy
 from cloud.store import LIVE_STATUSES, Conflict, InvalidValue, NotFound, Store
@@ -124,6 +125,7 @@ class Cloud:
         self.command_timeout = command_timeout
         # The MQTT sync is both: `cars=sync` wires remote operations and snapshots at once.
         self.sync = sync if sync is not None else cars if isinstance(cars, CarSync) else None
+        self.login_guard = LoginGuard(lambda: self.clock().timestamp())
 
     def _changed(self, car_id: str) -> None:
         """S-SYNC-1: the store's triggers mark the car; this only saves the sync a poll."""
@@ -132,19 +134,59 @@ class Cloud:
 
     # ---- who is asking --------------------------------------------------------------------
 
-    def login(self, account_id: str, password: str) -> Caller:
+    def login(self, account_id: str, password: str, address: str | None = None) -> Caller:
+        """The account for a right password; AuthError for a wrong one; Refused (429) when
+        there were too many wrong ones lately (P-WEB-5: slowed down and reported)."""
+        try:
+            self.login_guard.check(account_id, address)
+        except TooManyAttempts as exc:
+            wait = int(exc.wait) + 1
+            raise Refused(
+                429,
+                "too_many_attempts",
+                f"too many wrong passwords; try again in {wait} s",
+                f"パスワードの誤りが続いたため、{wait} 秒後に再度お試しください",
+                retry_after=wait,
+            ) from None
         wrong = AuthError("bad_login", "unknown account or wrong password")
         try:
             stored = self.store.password_hash(account_id)
         except (NotFound, InvalidValue):
-            raise wrong from None
+            stored = None
         if not check_password(password, stored):
+            self.login_guard.failed(account_id, address)
             raise wrong
+        self.login_guard.succeeded(account_id, address)
         if len(account_id) == self.policy.identity.driver_id_length:
             driver = self.store.get_driver(account_id)
             return Caller(driver.driver_id, "driver", driver.member_id, driver.is_admin)
         member = self.store.get_member(account_id)
         return Caller(member.member_id, "member", member.member_id)
+
+    def password_must_change(self, caller: Caller) -> bool:
+        return self.store.password_must_change(caller.account_id)
+
+    def change_password(self, caller: Caller, current: str, new: str) -> None:
+        """P-WEB-6: the driver's own new password, replacing the initial one or the last."""
+        if not check_password(current, self.store.password_hash(caller.account_id)):
+            raise Refused(
+                422, "wrong_password", "the current password is wrong", "現在のパスワードが違います"
+            )
+        if len(new) < 8:
+            raise Refused(
+                422,
+                "weak_password",
+                "the new password needs at least 8 characters",
+                "新しいパスワードは8文字以上にしてください",
+            )
+        if new == current:
+            raise Refused(
+                422,
+                "same_password",
+                "the new password must differ from the current one",
+                "新しいパスワードは現在のものと変えてください",
+            )
+        self.store.set_password_hash(caller.account_id, hash_password(new), must_change=False)
 
     def _actor(self, caller: Caller) -> model.Actor:
         try:

@@ -18,6 +18,9 @@ import pytest
 
 from hil_tests.steps import SCENARIO
 from tools.cli import main
+from tools.rig.browser import Page as BrowserPage
+from tools.rig.browser import chromium
+from tools.rig.browser import missing as browser_missing
 from tools.rig.car import Rig
 from tools.rig.processes import free_port, kagi_command
 from tools.rig.rigfile import RigFile
@@ -27,7 +30,6 @@ from tools.sim.live.car import LiveCar
 from tools.sim.live.server import LiveServer
 from tools.sim.rig import SimRig
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WAIT = 20.0  # seconds a page or a process may take for a step on a busy machine
 
 pytestmark = pytest.mark.needs(*SCENARIO)
@@ -240,19 +242,10 @@ def test_the_clock_the_signal_and_a_new_reservation(live: Live) -> None:
 
 
 def _browser() -> Any:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if missing:
-        pytest.skip(f"no {' and no '.join(missing)}: apt-get install chromium chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.add_argument("--window-size=1400,1000")
-    options.binary_location = CHROMIUM
-    # the driver's path given: Selenium Manager is never asked (nothing is downloaded)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    absent = browser_missing()
+    if absent:
+        pytest.skip(f"no {' and no '.join(absent)}: apt-get install chromium chromium-driver")
+    return chromium()
 
 
 @pytest.fixture
@@ -264,40 +257,8 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
-class Page:
-    """The page as a person sees it: click a control by its id, read what an element shows."""
-
-    def __init__(self, driver: Any) -> None:
-        from selenium.webdriver.common.by import By
-
-        self.driver, self.by = driver, By
-
-    def el(self, element_id: str) -> Any:
-        return self.driver.find_element(self.by.ID, element_id)
-
-    def text(self, element_id: str) -> str:
-        return str(self.el(element_id).text)
-
-    def click(self, element_id: str) -> None:
-        self.el(element_id).click()
-
-    def until(self, check: Callable[[], Any], what: str) -> Any:
-        def seen() -> Any:
-            try:
-                return check()
-            except Exception:  # an element being replaced as the page renders: look again
-                return None
-
-        return wait_for(seen, f"the page to show {what}", timeout=WAIT)
-
-    def shows(self, element_id: str, part: str) -> None:
-        self.until(lambda: part in self.text(element_id), f"{part!r} in #{element_id}")
-
-    def data(self, element_id: str, key: str) -> str:
-        return str(self.el(element_id).get_attribute(f"data-{key}"))
-
-    def lit(self, element_id: str) -> bool:
-        return "lit" in str(self.el(element_id).get_attribute("class")).split()
+class Page(BrowserPage):
+    """The live view as a person sees it."""
 
     def done(self, control: str, then: str) -> None:
         """Click a control and wait for the page to say it was done."""

@@ -170,15 +170,30 @@ class FleetStore(StoreCore):
             f"expected a member ID (8) or a driver ID (11 characters), got {account_id!r}",
         )
 
-    def set_password_hash(self, account_id: str, password_hash: str | None) -> None:
-        """Store a member's or driver's password hash (made by the API's auth module)."""
+    def set_password_hash(
+        self, account_id: str, password_hash: str | None, *, must_change: bool = False
+    ) -> None:
+        """Store a member's or driver's password hash (made by the API's auth module);
+        `must_change`: an initial password, to be replaced at the first login (P-WEB-6)."""
         table, key = self._account_table(account_id)
         with self._tx():
             cur = self._execute(
-                f"UPDATE {table} SET password_hash = ? WHERE {key} = ?", (password_hash, account_id)
+                f"UPDATE {table} SET password_hash = ?, password_must_change = ? WHERE {key} = ?",
+                (password_hash, must_change, account_id),
             )
             if cur.rowcount == 0:
                 raise NotFound(table[:-1], account_id)
+
+    def password_must_change(self, account_id: str) -> bool:
+        """Whether the account still has its initial password (P-WEB-6)."""
+        table, key = self._account_table(account_id)
+        with self._tx(write=False):
+            row = self._one(
+                f"SELECT password_must_change FROM {table} WHERE {key} = ?", (account_id,)
+            )
+        if row is None:
+            raise NotFound(table[:-1], account_id)
+        return bool(row[0])
 
     def password_hash(self, account_id: str) -> str | None:
         table, key = self._account_table(account_id)

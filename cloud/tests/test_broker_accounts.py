@@ -269,3 +269,16 @@ def test_car_account_needs_the_database(tmp_path, capsys):
                         "--accounts", str(tmp_path / "a.passwd"))  # fmt: skip
     assert code == 2 and "no database here" in err
     assert not (tmp_path / "a.passwd").exists()
+
+
+def test_a_new_password_can_follow_an_option_on_a_command_line() -> None:
+    """X-SEC-2 accounts: a generated password is typed after `--broker-password`; one beginning
+    with `-` was read as another option (the sim-prod rig failed so, once in a few runs)."""
+    from unittest import mock
+
+    from cloud.accounts import new_password
+
+    draws = iter(["-starts-with-a-dash-aaaaaaaaaaaaaaaaaaaaaa", "ok-password-aaaaaaaaaaaaaaaaaa"])
+    with mock.patch("cloud.accounts.secrets.token_urlsafe", lambda n: next(draws)):
+        assert new_password() == "ok-password-aaaaaaaaaaaaaaaaaa"
+    assert all(not new_password().startswith("-") for _ in range(2000))

@@ -166,7 +166,7 @@ class LocalRig(Rig):
         if found is None:
             raise RigError(f"kagi cloud mosquitto-config gave no cloud password:\n{said}")
         self._mosquitto = Mosquitto.from_config(conf / "mosquitto.conf", port=port).start()
-        args = ["--broker", f"mqtts://127.0.0.1:{port}", "--broker-password", found.group(1)]
+        args = ["--broker", f"mqtts://127.0.0.1:{port}", f"--broker-password={found.group(1)}"]
         return [*args, "--broker-ca", str(tls.cafile)], port, tls.cafile
 
     def _mosquitto_config(self, out: Path, port: int, tls: list[str]) -> str:

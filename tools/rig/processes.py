@@ -32,12 +32,16 @@ def run_kagi(
     cwd: Path,
     env: Mapping[str, str] | None = None,
     ok: tuple[int, ...] = (0,),
+    stdin: str | None = None,
 ) -> str:
-    """Run one `kagi` command to its end; its output, or RigError with what it said."""
+    """Run one `kagi` command to its end (`stdin` its input); its output, or RigError with
+    what it said."""
     done = subprocess.run(
         [*kagi_command(), *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,

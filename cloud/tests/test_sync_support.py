@@ -28,6 +28,7 @@ from cloud.store import Store, open_store
 from cloud.sync import CloudSync, SyncConfig, public_key
 from protocol import messages, signing, topics
 from protocol.cards import card_hash
+from tools.rig.wait import wait_for
 
 T = TypeVar("T")
 CLOUD_PASSWORD = "cloud-secret"
@@ -56,14 +57,8 @@ def at(day: int, hour: int, minute: int = 0) -> dt.datetime:
 
 def wait_until(check: Callable[[], T | None], timeout: float = 3.0, what: str = "") -> T:
     """The first true value of `check()`, polled; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or check}")
-        time.sleep(0.005)
+    value: T = wait_for(check, what or repr(check), timeout, interval=0.005)
+    return value
 
 
 def add_fleet(db: Store) -> Store:

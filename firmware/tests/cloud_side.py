@@ -34,6 +34,7 @@ from firmware.runner import Runner
 from firmware.store import SqliteStore
 from protocol import messages, signing, topics
 from tools.rig.tls import make_tls
+from tools.rig.wait import wait_for as rig_wait_for
 
 # the cloud's signing key (RFC 8032 test 2) and a key nobody trusts
 CLOUD_KEY = signing.private_key_from_hex(
@@ -113,14 +114,7 @@ def make_ca(folder: Path, host: str = "127.0.0.1") -> Tls:
 
 def wait_for(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
     """Poll `check` until it returns something true; its value, or AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
-        time.sleep(0.005)
+    return rig_wait_for(check, what or repr(check), timeout, interval=0.005)
 
 
 def snapshot_frame(

@@ -9,9 +9,11 @@ from typing import Any
 WAIT = 10.0  # seconds a step may take before the rig calls it broken
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll `check` until it returns something true; its value, or AssertionError naming
-    `what`."""
+def wait_for(
+    check: Callable[[], Any], what: str, timeout: float = WAIT, interval: float = 0.02
+) -> Any:
+    """Poll `check` every `interval` seconds until it returns something true; its value, or
+    AssertionError naming `what`."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -19,4 +21,4 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)

@@ -301,6 +301,10 @@ def test_a_whole_trip_by_clicking_the_page_in_headless_chromium(served: str, bro
     page.until(lambda: not page.lit("led-green"), "the green LED dark again")
     assert not page.lit("led-red")
     assert re.fullmatch(r"\d\d:\d\d:\d\d", page.text("clock-time"))
+    # the same fleet's phone site and console, one click away
+    phone_site = str(page.el("phone-site").get_attribute("href"))
+    assert httpx.get(phone_site + "login", timeout=30).status_code == 200
+    assert str(page.el("console-site").get_attribute("href")) == phone_site + "console/"
 
     # SPEC U-START-4, U-FB-2: tap Bob's card → unlocked, hazards blink (live), start prompt
     page.done("btn-tap-bob", "tap bob → 開錠 unlocked")
@@ -437,6 +441,19 @@ def test_the_command_serves_the_demo_car_and_stops_every_process(
             assert car["state"] == "idle" and car["reader"]["pattern"] == "green_blink"
             assert car["reservation"]["status"] == "reserved"
             assert "<title>kagi live" in httpx.get(url, timeout=30).text
+            # the same demo fleet on the phone site: Bob logs in with the demo password
+            phone_site = re.search(
+                r"the phone site (http://\S+/) \(log in as (\w+), password '(\w+)'", command.said
+            )
+            assert phone_site is not None, command.said
+            assert car["sites"]["phone"] == phone_site[1]
+            with httpx.Client(base_url=phone_site[1], timeout=30) as browser:
+                form = browser.get("login").text
+                token = re.search(r'name="csrf" value="(\w+)"', form)
+                assert token is not None, form
+                login = {"csrf": token[1], "account_id": phone_site[2], "password": phone_site[3]}
+                assert browser.post("login", data=login).headers["location"] == "/"
+                assert "XXY00001002" in browser.get("").text
             parts = descendants(command.proc.pid)
             assert len(parts) >= 3, parts  # the cloud, the board's MicroPython, the car unit
             command.stop(how)

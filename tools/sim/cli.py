@@ -102,10 +102,10 @@ def _patience(signum: int, frame: FrameType | None) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     try:
-        from cloud.demo import CAR
+        from cloud.demo import CAR, DEMO_PASSWORD
         from tools.rig.phone import JST
         from tools.rig.rigfile import RigError, load_rig
-        from tools.sim.live.car import LiveCar
+        from tools.sim.live.car import DRIVER, LiveCar, sites
         from tools.sim.live.server import LiveServer
         from tools.sim.rig import SimRig
     except ImportError as exc:
@@ -142,6 +142,12 @@ def run_command(args: argparse.Namespace) -> int:
         print(
             f"kagi sim: {CAR} is ready ({time.monotonic() - began:.1f} s); Bob's reservation "
             f"{start:%H:%M}–{end:%H:%M}, its window is open: tap Bob's card",
+            flush=True,
+        )
+        pages = sites(rig.cloud.api_url)
+        print(
+            f"kagi sim: the phone site {pages['phone']} (log in as {DRIVER}, password "
+            f"{DEMO_PASSWORD!r}); the operator console {pages['console']}",
             flush=True,
         )
         print(f"kagi sim: open {server.url}   (Ctrl-C stops everything)", flush=True)

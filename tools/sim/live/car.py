@@ -214,6 +214,7 @@ class LiveCar:
                 "signal": rig.network.is_open,
             },
             "board_up": bool(status.get("board", {}).get("up")),
+            "sites": sites(rig.cloud.api_url),
             "mails": [
                 {"to": str(m["To"]), "subject": str(m["Subject"])}
                 for m in reversed(rig.mails.messages[-MAILS_SHOWN:])
@@ -405,3 +406,8 @@ def _trip(trip: dict[str, Any]) -> dict[str, Any]:
         if isinstance(view.get(key), int | float):
             view[key] = iso(float(view[key]))
     return view
+
+
+def sites(cloud_url: str) -> dict[str, str]:
+    """The pages of the rig's cloud: the drivers' phone site and the operator console."""
+    return {"phone": f"{cloud_url}/", "console": f"{cloud_url}/console/"}

@@ -95,6 +95,10 @@ function render(c) {
   const run = $("clock-run");
   text("clock-run", c.clock.running ? "進行中 running" : "停止 stopped");
   run.className = `pill ${c.clock.running ? "on" : "off"}`;
+  if (c.sites) {
+    $("phone-site").href = c.sites.phone;
+    $("console-site").href = c.sites.console;
+  }
   const cloud = $("cloud");
   text("cloud", c.cloud.connected ? "クラウド接続 cloud online" : "クラウド未接続 cloud offline");
   cloud.className = `pill ${c.cloud.connected ? "ok" : "bad"}`;

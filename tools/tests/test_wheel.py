@@ -160,6 +160,10 @@ def test_kagi_sim_run_from_the_wheel_serves_the_demo_car(
     assert httpx.get(f"http://127.0.0.1:{port}/static/live.js", timeout=30).status_code == 200
     car = httpx.get(f"http://127.0.0.1:{port}/api/car", timeout=30).json()
     assert (car["state"], car["reservation"]["status"]) == ("idle", "reserved")
+    # the cloud's pages ship too: their templates and style sheet
+    login = httpx.get(car["sites"]["phone"] + "login", timeout=30)
+    assert login.status_code == 200 and 'name="account_id"' in login.text
+    assert httpx.get(car["sites"]["phone"] + "static/site.css", timeout=30).status_code == 200
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "kagi sim: stopped" in rest

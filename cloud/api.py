@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.auth import AuthError, Caller, Tokens
+from cloud.body_limit import DEFAULT_LIMIT, BodyLimit
 from cloud.decision import Decision
 from cloud.fees import reservation_fee
 from cloud.service import Cloud, Refused, ReservationView
@@ -24,6 +25,8 @@ from cloud.store import NotFound
 from cloud.store import records as rec
 
 API_VERSION = "1"
+# Routes whose bodies may be larger than a few kB (path pattern, bytes); every other: 8 kB.
+LARGER_BODIES: list[tuple[str, int]] = []
 
 
 class Body(BaseModel):
@@ -48,6 +51,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (403, "not allowed for this account (e.g. a member ID reserving)"),
         (404, "no such reservation of yours, car or operation"),
         (409, "conflicts with another reservation or a newer state"),
+        (413, "the request body is larger than the route takes (a few kB)"),
         (422, "malformed request, or a booking rule refuses it"),
         (429, "too many wrong passwords lately: wait `retry_after` seconds"),
         (503, "the car cannot be reached (offline, or no link to the cars)"),
@@ -96,6 +100,7 @@ def create_app(cloud: Cloud, tokens: Tokens) -> FastAPI:
         description="The phone site's operations on reservations and cars.",
         responses=ERRORS,
     )
+    app.add_middleware(BodyLimit, default=DEFAULT_LIMIT, larger=LARGER_BODIES)
     bearer = HTTPBearer(auto_error=False)
     zone = cloud.policy.zone
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the database ({exc})") from None
         try:
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._wal()
             if mode != "wal":
                 raise StoreError(f"{self.path}: cannot use WAL journal mode (got {mode})")
             self._db.execute("PRAGMA synchronous = FULL")
@@ -48,6 +49,22 @@ class SqliteStore(Store):
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StoreError(f"{self.path}: not a usable SQLite database ({exc})") from None
+
+    def _wal(self) -> str:
+        """Switch to WAL, waiting as long as any other lock. The switch promotes a read lock;
+        while another connection holds the write lock (a worker migrating a new file), SQLite
+        answers "locked" at once instead of calling the busy handler (it could deadlock), so
+        the wait is ours."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        pause = 0.005
+        while True:
+            try:
+                return str(self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     # ---- backend interface ------------------------------------------------------------------
 

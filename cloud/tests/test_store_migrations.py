@@ -144,3 +144,34 @@ def test_steps_are_numbered_without_gaps():
         range(1, len(migrations.MIGRATIONS) + 1)
     )
     assert migrations.MIGRATIONS[0].name.startswith("Initial schema")
+
+
+def test_a_worker_opening_while_another_holds_the_write_lock_waits_for_it(tmp_path) -> None:
+    """The interleaving that failed once in four workers, forced: another connection holds the
+    new file's write lock (as a worker in the middle of switching it to WAL or migrating it)
+    while this one opens. SQLite answers the WAL switch "database is locked" at once (the
+    busy handler is skipped where it could deadlock); the store must wait, then migrate."""
+    import threading
+
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE half_done (x INTEGER)")  # rolled back: never seen
+    opened: list[object] = []
+
+    def open_it() -> None:
+        try:
+            store = open_store(str(path))
+            opened.append(store.schema_version())
+            store.close()
+        except Exception as exc:  # the defect: StoreError "not a usable SQLite database"
+            opened.append(exc)
+
+    worker = threading.Thread(target=open_it)
+    worker.start()
+    worker.join(0.3)
+    assert opened == [], "it must wait while the lock is held"
+    holder.execute("ROLLBACK")
+    holder.close()
+    worker.join(10)
+    assert opened == [migrations.LATEST]

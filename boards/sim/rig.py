@@ -42,6 +42,14 @@ PLATFORMS = {"pico": "rp2", "esp32": "esp32"}  # the chip each board is (MicroPy
 PARKED = ("key_present", "brake")  # the switches that are on in a parked car; the rest are off
 
 
+RP2040_HEAP = "96K"  # about what an RP2040 leaves free for the firmware's heap
+
+
+def heap_args(heap: str | None) -> list[str]:
+    """The interpreter's options for a heap of `heap` bytes (`96K`); none for its default."""
+    return [] if heap is None else ["-X", f"heapsize={heap}"]
+
+
 def micropython_command() -> str:
     """The `micropython` of this interpreter's environment, else the one on PATH."""
     beside = Path(sys.executable).with_name("micropython")
@@ -84,7 +92,8 @@ class SimBoard:
     """One simulated board; `start()`, use, `close()` (or use it as a context manager).
 
     `flashable`: a chip with a filesystem and a console instead of the repository's firmware;
-    `platform` is the chip it claims to be (default: the board's own, `PLATFORMS`).
+    `platform` is the chip it claims to be (default: the board's own, `PLATFORMS`); `heap` bounds
+    the interpreter's heap as a real chip's RAM does.
     """
 
     def __init__(
@@ -95,7 +104,9 @@ class SimBoard:
         *,
         flashable: bool = False,
         platform: str | None = None,
+        heap: str | None = None,
     ) -> None:
+        self.heap = heap  # the interpreter's heap size (`96K`, RP2040_HEAP); None: its default
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.board = board
@@ -190,7 +201,12 @@ class SimBoard:
                 env.update({"KAGI_SIM_CONSOLE": "1", "KAGI_SIM_PLATFORM": self.platform})
                 chip = self._console[1]
                 self._proc = subprocess.Popen(
-                    [micropython_command(), "-i", str(BOARDS / "sim" / "chip.py")],
+                    [
+                        micropython_command(),
+                        *heap_args(self.heap),
+                        "-i",
+                        str(BOARDS / "sim" / "chip.py"),
+                    ],
                     cwd=self.fs,
                     env=env,
                     stdin=chip,
@@ -200,7 +216,13 @@ class SimBoard:
                 return
             args = [f"{k}={v}" for k, v in self.settings.items()]
             self._proc = subprocess.Popen(
-                [micropython_command(), str(BOARDS / "sim" / "run.py"), self.board, *args],
+                [
+                    micropython_command(),
+                    *heap_args(self.heap),
+                    str(BOARDS / "sim" / "run.py"),
+                    self.board,
+                    *args,
+                ],
                 cwd=self.workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,

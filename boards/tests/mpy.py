@@ -11,7 +11,11 @@ import subprocess
 import textwrap
 from typing import Any
 
-from boards.sim.rig import BOARDS, micropython_command
+from boards.sim.rig import BOARDS, heap_args, micropython_command
+
+# The heap the code runs in (`-X heapsize=`); None: the interpreter's default. The board tests
+# run under both (boards/tests/conftest.py sets it per test).
+HEAP: str | None = None
 
 
 def run_logged(code: str, board: str = "pico", timeout: float = 20.0) -> tuple[Any, str]:
@@ -21,7 +25,7 @@ def run_logged(code: str, board: str = "pico", timeout: float = 20.0) -> tuple[A
         [str(BOARDS / "sim"), str(BOARDS / "common"), str(BOARDS / board), ".frozen"]
     )
     proc = subprocess.run(
-        [micropython_command(), "-c", textwrap.dedent(code)],
+        [micropython_command(), *heap_args(HEAP), "-c", textwrap.dedent(code)],
         env=env,
         capture_output=True,
         timeout=timeout,

@@ -22,8 +22,8 @@ def say_hello(host: RawHost) -> link.Hello:
 
 
 @pytest.mark.parametrize("board", ["pico", "esp32"])
-def test_each_board_boots_says_hello_and_names_its_pin_map(tmp_path, board):
-    with SimBoard(tmp_path, board) as sim:
+def test_each_board_boots_says_hello_and_names_its_pin_map(tmp_path, board, heap):
+    with SimBoard(tmp_path, board, heap=heap) as sim:
         host = RawHost(sim.host_port)
         boot = host.frame()  # sent by itself at boot, before anyone asked
         assert (boot.seq, boot.kind) == (0, link.HELLO)

@@ -58,7 +58,7 @@ def car_id(i: int) -> str:
 class Fleet:
     """Simulated cars: one MQTT client each, all driven by one thread (of the fleet process)."""
 
-    def __init__(self, host: str, port: int, n: int, key_hex: str) -> None:
+    def __init__(self, host: str, port: int, n: int, key_hex: str, first: int = 0) -> None:
         self.key = signing.public_key_from_hex(key_hex)
         self.selector = selectors.DefaultSelector()
         self.clients: dict[str, mqtt.Client] = {}
@@ -69,7 +69,7 @@ class Fleet:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
-        for i in range(n):
+        for i in range(first, first + n):
             self._add(host, port, car_id(i))
 
     def _add(self, host: str, port: int, car: str) -> None:
@@ -127,9 +127,11 @@ class Fleet:
             client.loop_write()
 
 
-def fleet_process(conn: Connection, host: str, port: int, n: int, key_hex: str) -> None:
+def fleet_process(
+    conn: Connection, host: str, port: int, n: int, key_hex: str, first: int = 0
+) -> None:
     """The cars, in a process of their own (as cars are): answers the benchmark's questions."""
-    fleet = Fleet(host, port, n, key_hex)
+    fleet = Fleet(host, port, n, key_hex, first)
     while True:
         ask = conn.recv()
         if ask[0] == "status":
@@ -153,10 +155,12 @@ def fleet_process(conn: Connection, host: str, port: int, n: int, key_hex: str) 
 class Cars:
     """The benchmark's handle on the fleet process."""
 
-    def __init__(self, broker: Mosquitto, n: int, key_hex: str) -> None:
+    def __init__(self, broker: Mosquitto, n: int, key_hex: str, first: int = 0) -> None:
         self.conn, child = multiprocessing.Pipe()
         self.proc = multiprocessing.get_context("spawn").Process(
-            target=fleet_process, args=(child, broker.host, broker.port, n, key_hex), daemon=True
+            target=fleet_process,
+            args=(child, broker.host, broker.port, n, key_hex, first),
+            daemon=True,
         )
         self.proc.start()
 

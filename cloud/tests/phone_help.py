@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,9 @@ def database(site: Site) -> Iterator[Store]:
     """The site's database, on the site's clock (the cloud keeps running beside it)."""
     with open_store(site.db, clock=parse_clock(f"file:{site.clock_file}"), migrate=False) as s:
         yield s
+
+
+def sent_commands(site: Site) -> int:
+    """How many commands the cloud has sent to cars."""
+    with contextlib.closing(sqlite3.connect(site.db)) as db:
+        return int(db.execute("SELECT count(*) FROM car_commands").fetchone()[0])

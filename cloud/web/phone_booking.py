@@ -205,7 +205,9 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
                         f"&end={later.astimezone(site.zone):%H:%M}"
                     ),
                 }
-        return site.page(request, "quote.html", context, status=200 if ok else 409)
+        return site.page(
+            request, "quote.html", context, status=200 if refusal is None else refusal.status
+        )
 
     @app.get("/quote", response_class=HTMLResponse, include_in_schema=False)
     def quote(

@@ -89,6 +89,10 @@ TEXTS = {
 }
 
 
+def _yen(n: int) -> str:
+    return f"-¥{-n:,}" if n < 0 else f"¥{n:,}"
+
+
 def add_routes(app: FastAPI, site: PhoneSite) -> None:
     site.texts.update(TEXTS)
     cloud, requests = site.cloud, site.requests
@@ -108,7 +112,7 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
             if inv is not None:
                 for line in inv.lines:
                     label = line.get("label_ja" if lang == "ja" else "label_en", line["code"])
-                    lines.append({"code": line["code"], "label": label, "yen": f"¥{line['yen']:,}"})
+                    lines.append({"code": line["code"], "label": label, "yen": _yen(line["yen"])})
             rows.append(
                 {
                     "id": r.reservation_id,
@@ -119,7 +123,7 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
                     "status": r.status,
                     "invoice": None if inv is None else inv.invoice_id,
                     "lines": lines,
-                    "total": None if inv is None else f"¥{inv.total:,}",
+                    "total": None if inv is None else _yen(inv.total),
                     "cancellation_fee": r.cancellation_fee,
                 }
             )

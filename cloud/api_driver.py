@@ -8,12 +8,15 @@ import datetime as dt
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from cloud.api import Body
 from cloud.driver_requests import MAX_PHOTO_BYTES, MAX_PHOTOS, DriverRequests
 from cloud.service import Cloud, Refused
 from cloud.store.driver_pages import ChangeApplication, DamageReport
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # as cloud.api's bodies
 
 
 class DamageReportBody(Body):

@@ -1,6 +1,9 @@
-"""The drivers' phone site (SPEC §6): log in, the first login's new password, my reservations.
+"""The drivers' phone site (SPEC §6): log in, the first login's new password, my reservations;
+the rest in `phone_booking` (book, quote, reserve), `phone_reservation` (a reservation, change,
+cancel, extend), `phone_car` (the car controls), `phone_account` (trips and invoices, account,
+damage reports), sharing `phone_base`.
 
-Routes at the site's root (`/`, `/login`, `/password`, `/logout`); every page goes through the
+Routes here at the site's root (`/`, `/login`, `/password`, `/logout`); every page goes through the
 service (`cloud.service.Cloud`) with the signed-in driver as the caller, so the API's rules hold
 here word for word. A page a driver may not see answers as if it did not exist.
 """
@@ -63,7 +66,7 @@ TEXTS = Texts(
 
 
 def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool = False) -> None:
-    from cloud.web import phone_account, phone_booking, phone_car
+    from cloud.web import phone_account, phone_booking, phone_car, phone_reservation
 
     site = PhoneSite(cloud, tokens, TEXTS, secure)
     sessions, pages = site.sessions, site.pages
@@ -184,6 +187,7 @@ def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool =
         return pages.page(request, "home.html", context)
 
     phone_booking.add_routes(app, site)
+    phone_reservation.add_routes(app, site)
     phone_car.add_routes(app, site)
     phone_account.add_routes(app, site)
 

@@ -260,7 +260,7 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
         response_class=HTMLResponse,
         include_in_schema=False,
     )
-    async def report_damage(
+    def report_damage(
         request: Request,
         reservation_id: str,
         csrf: Csrf = None,
@@ -272,8 +272,8 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
         who = site.caller(request)
         datas: list[bytes] = []
         for upload in photos or []:
-            data = await upload.read(MAX_PHOTO_BYTES + 1)  # never more than the cap in memory
-            datas.append(data)
+            # the upload is spooled to disk; never more than the cap read into memory
+            datas.append(upload.file.read(MAX_PHOTO_BYTES + 1))
         try:
             requests.report_damage(who, reservation_id, kind, note, datas)
         except Refused as exc:

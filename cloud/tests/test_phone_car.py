@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cloud.tests.phone_help import JST, Client, database, log_in, phone_driver, reserve
+from cloud.tests.phone_help import DOCS, JST, Client, database, log_in, phone_driver, reserve
 from cloud.tests.sites import START, Site
 
 TIMEOUT = 3.0  # seconds the cloud waits for the car's result
@@ -99,6 +99,7 @@ def test_a_car_that_does_not_answer_in_time_is_shown_and_a_double_tap_sends_once
     assert [(name, status) for _, name, status in sent] == [("start", "timed_out")]
     assert page.path == f"/reservations/{rid}"
     assert page.fits_width()
+    page.screenshot(DOCS / "phone-reservation.png")
 
 
 def test_a_repeated_post_with_the_same_nonce_gets_the_first_result_without_sending_again(

@@ -302,6 +302,10 @@ def create_app(cloud: Cloud, tokens: Tokens) -> FastAPI:
         body = {"code": f"unknown_{exc.kind}", "message": str(exc), "message_ja": str(exc)}
         return JSONResponse({"error": body}, status_code=404)
 
+    from cloud.api_driver import add_driver_api  # damage reports, change applications
+
+    add_driver_api(app, cloud, Who)
+
     from cloud.web.phone import add_phone_site  # the pages, over the same service
 
     add_phone_site(app, cloud, tokens)

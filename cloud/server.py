@@ -38,8 +38,9 @@ def build(
     policy: Policy,
     clock: Clock = system_clock,
     cars: CarOperations | None = None,
+    command_timeout: float = 10.0,
 ) -> tuple[Cloud, uvicorn.Config]:
-    cloud = Cloud(store, policy, clock, cars)
+    cloud = Cloud(store, policy, clock, cars, command_timeout=command_timeout)
     app = create_app(cloud, Tokens(token_secret(store)))
     return cloud, uvicorn.Config(app, log_level="warning", access_log=False)
 
@@ -93,9 +94,10 @@ def serve(
     port: int,
     cars: CarOperations | None = None,
     clock: Clock = system_clock,
+    command_timeout: float = 10.0,
 ) -> None:
     """Serve in the foreground until interrupted (Ctrl-C or SIGTERM)."""
-    _, config = build(store, policy, clock, cars)
+    _, config = build(store, policy, clock, cars, command_timeout)
     config.host, config.port = host, port
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it
     # found: with this one, a stop by SIGTERM ends the process normally (exit 0).

@@ -2,18 +2,20 @@
 
 Its API, by topic: `cloud.store.fleet` (settings, members, drivers, password hashes, cards,
 stations, cars) and `cloud.store.bookings` (reservations and their history, trips, refuels,
-invoices); `cloud.store.core` holds the backend interface that `sqlite` and `postgres` implement.
+invoices), `cloud.store.driver_pages` (change applications, damage reports);
+`cloud.store.core` holds the backend interface that `sqlite` and `postgres` implement.
 """
 
 from __future__ import annotations
 
 from cloud.store.bookings import BookingStore
 from cloud.store.core import Clock, StoreCore, check_not_newer, slot, system_clock
+from cloud.store.driver_pages import DriverPagesStore
 from cloud.store.fleet import FleetStore
 from cloud.store.sync import SyncStore
 
 __all__ = ["Clock", "Store", "StoreCore", "check_not_newer", "slot", "system_clock"]
 
 
-class Store(FleetStore, BookingStore, SyncStore):
+class Store(FleetStore, BookingStore, SyncStore, DriverPagesStore):
     """The cloud's database: every public method is one transaction (see the modules above)."""

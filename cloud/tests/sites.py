@@ -16,7 +16,9 @@ START = dt.datetime(2027, 4, 5, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=9)))
 
 
 class Site:
-    def __init__(self, folder: Path, start: dt.datetime = START) -> None:
+    def __init__(
+        self, folder: Path, start: dt.datetime = START, extra: tuple[str, ...] = ()
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.db = str(folder / "kagi-cloud.db")
@@ -30,6 +32,7 @@ class Site:
                 "--db", self.db,
                 "--broker-port", str(free_port()),
                 "--clock", f"file:{self.clock_file}",
+                *extra,
             ],
         )  # fmt: skip
         self.process.start()

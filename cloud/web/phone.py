@@ -1,24 +1,26 @@
-"""The drivers' phone site (SPEC §6): log in, the first login's new password, my reservations.
+"""The drivers' phone site (SPEC §6): log in, the first login's new password, my reservations;
+the rest in `phone_booking` (book, quote, reserve), `phone_reservation` (a reservation, change,
+cancel, extend), `phone_car` (the car controls), `phone_account` (trips and invoices, account,
+damage reports), sharing `phone_base`.
 
-Routes at the site's root (`/`, `/login`, `/password`, `/logout`); every page goes through the
+Routes here at the site's root (`/`, `/login`, `/password`, `/logout`); every page goes through the
 service (`cloud.service.Cloud`) with the signed-in driver as the caller, so the API's rules hold
 here word for word. A page a driver may not see answers as if it did not exist.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from cloud.auth import AuthError, Caller, Tokens
+from cloud.auth import AuthError, Tokens
 from cloud.service import Cloud, Refused
 from cloud.web.i18n import Texts
-from cloud.web.render import Renderer
-from cloud.web.session import CSRF_FIELD, CsrfError, Sessions
+from cloud.web.phone_base import Csrf, LoggedOut, PhoneSite, Shown
+from cloud.web.session import CsrfError
 
 TEXTS = Texts(
     {
@@ -63,39 +65,16 @@ TEXTS = Texts(
 )
 
 
-Csrf = Annotated[str | None, Form(alias=CSRF_FIELD)]
-
-
-class LoggedOut(Exception):
-    """No session, or an expired one: the page sends the browser to the login page."""
-
-
 def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool = False) -> None:
-    sessions = Sessions(tokens.secret, prefix="", secure=secure)
-    pages = Renderer("phone", TEXTS, sessions)
-    zone = cloud.policy.zone
-    app.mount("/static", StaticFiles(packages=[("cloud.web", "static")]), name="static")
+    from cloud.web import phone_account, phone_booking, phone_car, phone_reservation
 
-    def local(t: dt.datetime | None) -> str:
-        return "" if t is None else t.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    site = PhoneSite(cloud, tokens, TEXTS, secure)
+    sessions, pages = site.sessions, site.pages
+    local, caller, checked, go = site.local, site.caller, site.checked, site.go
+    app.mount("/static", StaticFiles(packages=[("cloud.web", "static")]), name="static")
 
     def address(request: Request) -> str | None:
         return request.client.host if request.client else None
-
-    def caller(request: Request) -> Caller:
-        token = sessions.token(request)
-        if not token:
-            raise LoggedOut
-        try:
-            return tokens.check(token, cloud.clock().timestamp())
-        except AuthError:
-            raise LoggedOut from None
-
-    def checked(request: Request, csrf: str | None) -> None:
-        sessions.check_csrf(request, csrf)
-
-    def go(to: str) -> RedirectResponse:
-        return RedirectResponse(to, status_code=303)
 
     @app.exception_handler(LoggedOut)
     async def on_logged_out(request: Request, exc: LoggedOut) -> Response:
@@ -104,6 +83,15 @@ def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool =
     @app.exception_handler(CsrfError)
     async def on_csrf(request: Request, exc: CsrfError) -> Response:
         return pages.page(request, "error.html", {"message_key": "csrf"}, status=403)
+
+    @app.exception_handler(Shown)
+    async def on_shown(request: Request, exc: Shown) -> Response:
+        context = {
+            "message": site.message(request, exc.refused),
+            "code": exc.refused.code,
+            "back": exc.back,
+        }
+        return pages.page(request, "error.html", context, status=exc.refused.status)
 
     # ---- logging in ------------------------------------------------------------------------
 
@@ -197,6 +185,11 @@ def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool =
             "notice": "password_changed" if request.query_params.get("changed") else None,
         }
         return pages.page(request, "home.html", context)
+
+    phone_booking.add_routes(app, site)
+    phone_reservation.add_routes(app, site)
+    phone_car.add_routes(app, site)
+    phone_account.add_routes(app, site)
 
 
 def _lang(request: Request) -> str:

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cloud.auth import AuthError, Caller, Tokens
 from cloud.body_limit import DEFAULT_LIMIT, BodyLimit
 from cloud.decision import Decision
+from cloud.driver_requests import MAX_PHOTO_BYTES, MAX_PHOTOS
 from cloud.fees import reservation_fee
 from cloud.service import Cloud, Refused, ReservationView
 from cloud.store import NotFound
@@ -26,7 +27,13 @@ from cloud.store import records as rec
 
 API_VERSION = "1"
 # Routes whose bodies may be larger than a few kB (path pattern, bytes); every other: 8 kB.
-LARGER_BODIES: list[tuple[str, int]] = []
+# A damage report carries its photos (P-WEB-7): up to MAX_PHOTOS of MAX_PHOTO_BYTES, as a form
+# upload or as base64 in JSON (a third larger), and a little room for the rest.
+_REPORT_BYTES = MAX_PHOTOS * MAX_PHOTO_BYTES * 4 // 3 + 64 * 1024
+LARGER_BODIES: list[tuple[str, int]] = [
+    (r"/reservations/[^/]+/damage", _REPORT_BYTES),
+    (r"/v1/damage-reports", _REPORT_BYTES),
+]
 
 
 class Body(BaseModel):

@@ -1,6 +1,7 @@
 """Fixtures for the cloud's tests: one real PostgreSQL server per session (started only when a
 test asks for it), and a `db` store parametrised over SQLite and PostgreSQL, each test on a fresh
-database of its own, with a clock the test moves."""
+database of its own, with a clock the test moves; for the pages' browser tests, a real
+`kagi cloud serve` per test module (`site`, its options `site_args`) and a phone (`phone`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 from cloud.pgserver import PgServer
 from cloud.store import Store, open_store
+from cloud.tests.phone_help import phone_driver
+from cloud.tests.sites import Site
 
 BACKENDS = ("sqlite", "postgresql")
 TEMPLATE = "kagi_template"  # migrated once; each test's database is a copy
@@ -82,3 +85,31 @@ def db(db_url: str, clock: ManualClock) -> Iterator[Store]:
     store = open_store(db_url, clock=clock, migrate=False)
     yield store
     store.close()
+
+
+@pytest.fixture(scope="module")
+def site_args() -> tuple[str, ...]:
+    """More options of the module's `kagi cloud serve` (a test module overrides this)."""
+    return ()
+
+
+@pytest.fixture(scope="module")
+def site(
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    site_args: tuple[str, ...],
+) -> Iterator[Site]:
+    """A real `kagi cloud serve` on the demo fleet, shared by the tests of one module."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    served = Site(tmp_path_factory.mktemp(name), extra=site_args)
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture
+def phone() -> Iterator[object]:
+    """A driver's 360 px phone: headless Chromium (skipped where it is not installed)."""
+    with phone_driver() as driver:
+        yield driver

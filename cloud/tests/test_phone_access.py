@@ -6,7 +6,6 @@ CSRF token changes nothing."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ from cloud.tests.phone_help import (
     book,
     database,
     log_in,
-    phone_driver,
     sent_commands,
 )
 from cloud.tests.sites import START, Site
@@ -30,27 +28,12 @@ def at(hour: int, minute: int = 0) -> dt.datetime:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    served = Site(tmp_path_factory.mktemp("phone-access"))
-    try:
-        yield served
-    finally:
-        served.stop()
-
-
-@pytest.fixture(scope="module")
 def bobs(site: Site) -> str:
     """A reservation of Bob's (driver of member XXY00001, not its admin)."""
     with database(site) as db:
         return db.create_reservation(
             car_id="car-001", driver_id="XXY00001002", start=at(10), end=at(12), buffer_minutes=30
         ).reservation_id
-
-
-@pytest.fixture
-def phone() -> Iterator[Any]:
-    with phone_driver() as driver:
-        yield driver
 
 
 def test_a_member_id_sees_its_drivers_reservations_and_cannot_reserve(

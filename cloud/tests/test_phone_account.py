@@ -11,14 +11,13 @@ import datetime as dt
 import sqlite3
 import struct
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cloud.driver_requests import MAX_PHOTO_BYTES
-from cloud.tests.phone_help import JST, Client, database, log_in, phone_driver
+from cloud.tests.phone_help import JST, Client, database, log_in
 from cloud.tests.sites import START, Site
 
 DAY = dt.date(2027, 4, 10)
@@ -40,21 +39,6 @@ def png() -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    served = Site(tmp_path_factory.mktemp("phone-account"))
-    try:
-        yield served
-    finally:
-        served.stop()
-
-
-@pytest.fixture
-def phone() -> Iterator[Any]:
-    with phone_driver() as driver:
-        yield driver
 
 
 def test_the_driver_changes_the_e_mail_address_and_applies_for_the_rest(

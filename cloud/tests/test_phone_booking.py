@@ -7,10 +7,7 @@ during the trip (C-EXT-1)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from cloud.tests.phone_help import (
     DOCS,
@@ -18,7 +15,6 @@ from cloud.tests.phone_help import (
     book,
     database,
     log_in,
-    phone_driver,
     reserve,
     set_value,
 )
@@ -29,21 +25,6 @@ DAY = dt.date(2027, 4, 7)  # a Wednesday two days after the site's Monday mornin
 
 def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(hour, minute), JST)
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    served = Site(tmp_path_factory.mktemp("phone-booking"))
-    try:
-        yield served
-    finally:
-        served.stop()
-
-
-@pytest.fixture
-def phone() -> Iterator[Any]:
-    with phone_driver() as driver:
-        yield driver
 
 
 def test_a_driver_reserves_from_the_day_grid_and_finds_it_in_my_reservations(

@@ -13,30 +13,19 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from cloud.tests.phone_help import DOCS, JST, Client, database, log_in, phone_driver, reserve
+from cloud.tests.phone_help import DOCS, JST, Client, database, log_in, reserve
 from cloud.tests.sites import START, Site
 
 TIMEOUT = 3.0  # seconds the cloud waits for the car's result
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    served = Site(tmp_path_factory.mktemp("phone-car"), extra=("--command-timeout", str(TIMEOUT)))
-    try:
-        yield served
-    finally:
-        served.stop()
-
-
-@pytest.fixture
-def phone() -> Iterator[Any]:
-    with phone_driver() as driver:
-        yield driver
+def site_args() -> tuple[str, ...]:
+    return ("--command-timeout", str(TIMEOUT))
 
 
 def commands(site: Site, name: str | None = None) -> list[tuple[str, str, str]]:

@@ -5,38 +5,13 @@ slowed down (P-WEB-5), both languages and a 360 px screen (P-WEB-1)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
+from cloud.tests.phone_help import DOCS
 from cloud.tests.sites import Site
 from tools.rig import browser as web
-
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    served = Site(tmp_path_factory.mktemp("phone-site"))
-    try:
-        yield served
-    finally:
-        served.stop()
-
-
-@pytest.fixture
-def phone() -> Iterator[Any]:
-    absent = web.missing()
-    if absent:
-        pytest.skip(f"no {' and no '.join(absent)}: apt-get install chromium chromium-driver")
-    driver = web.chromium(*web.PHONE)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def log_in(page: web.Page, account_id: str, password: str) -> None:

@@ -6,35 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from cloud import model
 from cloud.fees import invoice
 from cloud.policy import default_policy
-from cloud.tests.phone_help import JST, database, log_in, phone_driver
+from cloud.tests.phone_help import JST, database, log_in
 from cloud.tests.sites import START, Site
 
 
 def at(hour: int, minute: int = 0) -> dt.datetime:
     return dt.datetime.combine(START.date(), dt.time(hour, minute), JST)
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    served = Site(tmp_path_factory.mktemp("phone-trips"))
-    try:
-        yield served
-    finally:
-        served.stop()
-
-
-@pytest.fixture
-def phone() -> Iterator[Any]:
-    with phone_driver() as driver:
-        yield driver
 
 
 def test_a_finished_trip_shows_its_invoice_line_by_line_and_the_penalty_in_force(

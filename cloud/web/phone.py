@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -72,6 +72,8 @@ def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool =
     sessions, pages = site.sessions, site.pages
     local, caller, checked, go = site.local, site.caller, site.checked, site.go
     app.mount("/static", StaticFiles(packages=[("cloud.web", "static")]), name="static")
+    # every page: HTML, and none of it in the API's OpenAPI document
+    routes = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
     def address(request: Request) -> str | None:
         return request.client.host if request.client else None
@@ -95,11 +97,11 @@ def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool =
 
     # ---- logging in ------------------------------------------------------------------------
 
-    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    @routes.get("/login")
     def login_page(request: Request) -> Response:
         return pages.page(request, "login.html", {"error": None, "account_id": ""})
 
-    @app.post("/login", response_class=HTMLResponse, include_in_schema=False)
+    @routes.post("/login")
     def login(
         request: Request,
         csrf: Csrf = None,
@@ -110,33 +112,29 @@ def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool =
         try:
             who = cloud.login(account_id.strip(), password, address(request))
         except AuthError:
-            context = {
-                "error": pages.texts.get("bad_login", _lang(request)),
-                "account_id": account_id,
-            }
+            context = {"error": site.text(request, "bad_login"), "account_id": account_id}
             return pages.page(request, "login.html", context, status=401)
         except Refused as exc:
-            message = exc.message_ja if _lang(request) == "ja" else exc.message_en
-            context = {"error": message, "account_id": account_id}
+            context = {"error": site.message(request, exc), "account_id": account_id}
             return pages.page(request, "login.html", context, status=exc.status)
         response = go("/password" if cloud.password_must_change(who) else "/")
         sessions.open(response, tokens.issue(who, cloud.clock().timestamp()), tokens.lifetime)
         return response
 
-    @app.post("/logout", include_in_schema=False)
+    @routes.post("/logout")
     def logout(request: Request, csrf: Csrf = None) -> Response:
         checked(request, csrf)
         response = go("/login")
         sessions.close(response)
         return response
 
-    @app.get("/password", response_class=HTMLResponse, include_in_schema=False)
+    @routes.get("/password")
     def password_page(request: Request) -> Response:
         who = caller(request)
         context = {"error": None, "forced": cloud.password_must_change(who), "who": who}
         return pages.page(request, "password.html", context)
 
-    @app.post("/password", response_class=HTMLResponse, include_in_schema=False)
+    @routes.post("/password")
     def change_password(
         request: Request,
         csrf: Csrf = None,
@@ -146,15 +144,14 @@ def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool =
     ) -> Response:
         checked(request, csrf)
         who = caller(request)
-        lang = _lang(request)
         error = None
         if new != again:
-            error = pages.texts.get("passwords_differ", lang)
+            error = site.text(request, "passwords_differ")
         else:
             try:
                 cloud.change_password(who, current, new)
             except Refused as exc:
-                error = exc.message_ja if lang == "ja" else exc.message_en
+                error = site.message(request, exc)
         if error is not None:
             context = {"error": error, "forced": cloud.password_must_change(who), "who": who}
             return pages.page(request, "password.html", context, status=422)
@@ -162,7 +159,7 @@ def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool =
 
     # ---- the driver's home -----------------------------------------------------------------
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @routes.get("/")
     def home(request: Request) -> Response:
         who = caller(request)
         if cloud.password_must_change(who):
@@ -186,13 +183,8 @@ def add_phone_site(app: FastAPI, cloud: Cloud, tokens: Tokens, *, secure: bool =
         }
         return pages.page(request, "home.html", context)
 
-    phone_booking.add_routes(app, site)
-    phone_reservation.add_routes(app, site)
-    phone_car.add_routes(app, site)
-    phone_account.add_routes(app, site)
-
-
-def _lang(request: Request) -> str:
-    from cloud.web.i18n import language
-
-    return language(request)
+    phone_booking.add_routes(routes, site)
+    phone_reservation.add_routes(routes, site)
+    phone_car.add_routes(routes, site)
+    phone_account.add_routes(routes, site)
+    app.include_router(routes)

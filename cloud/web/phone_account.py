@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
 
 from cloud.auth import Caller
 from cloud.driver_requests import MAX_PHOTO_BYTES, MAX_PHOTOS
@@ -93,13 +93,13 @@ def _yen(n: int) -> str:
     return f"-¥{-n:,}" if n < 0 else f"¥{n:,}"
 
 
-def add_routes(app: FastAPI, site: PhoneSite) -> None:
+def add_routes(routes: APIRouter, site: PhoneSite) -> None:
     site.texts.update(TEXTS)
     cloud, requests = site.cloud, site.requests
 
     # ---- past trips and invoices --------------------------------------------------------
 
-    @app.get("/trips", response_class=HTMLResponse, include_in_schema=False)
+    @routes.get("/trips")
     def trips(request: Request) -> Response:
         who = site.caller(request)
         lang = site.lang(request)
@@ -176,11 +176,11 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
         }
         return site.page(request, "account.html", context, status=status)
 
-    @app.get("/account", response_class=HTMLResponse, include_in_schema=False)
+    @routes.get("/account")
     def account(request: Request) -> Response:
         return account_page(request, site.caller(request))
 
-    @app.post("/account/email", response_class=HTMLResponse, include_in_schema=False)
+    @routes.post("/account/email")
     def change_email(
         request: Request, csrf: Csrf = None, email: Annotated[str, Form(max_length=254)] = ""
     ) -> Response:
@@ -192,7 +192,7 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
             return account_page(request, who, error=site.message(request, exc), status=exc.status)
         return site.go("/account?done=email_changed")
 
-    @app.post("/account/apply", response_class=HTMLResponse, include_in_schema=False)
+    @routes.post("/account/apply")
     def apply(
         request: Request,
         csrf: Csrf = None,
@@ -247,19 +247,11 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
         }
         return site.page(request, "damage.html", context, status=status)
 
-    @app.get(
-        "/reservations/{reservation_id}/damage",
-        response_class=HTMLResponse,
-        include_in_schema=False,
-    )
+    @routes.get("/reservations/{reservation_id}/damage")
     def damage_form(request: Request, reservation_id: str) -> Response:
         return damage_page(request, site.caller(request), reservation_id, None, 200)
 
-    @app.post(
-        "/reservations/{reservation_id}/damage",
-        response_class=HTMLResponse,
-        include_in_schema=False,
-    )
+    @routes.post("/reservations/{reservation_id}/damage")
     def report_damage(
         request: Request,
         reservation_id: str,
@@ -283,7 +275,7 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
             return damage_page(request, who, reservation_id, site.message(request, exc), exc.status)
         return site.go(f"/reservations/{reservation_id}?done=reported")
 
-    @app.get("/damage-photos/{photo_id}", include_in_schema=False)
+    @routes.get("/damage-photos/{photo_id}")
     def damage_photo(request: Request, photo_id: int) -> Response:
         who = site.caller(request)
         with site.refusals():

@@ -13,8 +13,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
 
 from cloud.auth import Caller
 from cloud.decision import duration_en, duration_ja
@@ -89,14 +89,14 @@ def _yen(n: int) -> str:
     return f"¥{n:,}"
 
 
-def add_routes(app: FastAPI, site: PhoneSite) -> None:
+def add_routes(routes: APIRouter, site: PhoneSite) -> None:
     site.texts.update(TEXTS)
     cloud, requests = site.cloud, site.requests
     policy = cloud.policy
 
     # ---- the day's grid -----------------------------------------------------------------
 
-    @app.get("/book", response_class=HTMLResponse, include_in_schema=False)
+    @routes.get("/book")
     def book(request: Request, day: str | None = None) -> Response:
         who = site.caller(request)
         try:
@@ -204,7 +204,7 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
             request, "quote.html", context, status=200 if refusal is None else refusal.status
         )
 
-    @app.get("/quote", response_class=HTMLResponse, include_in_schema=False)
+    @routes.get("/quote")
     def quote(
         request: Request,
         car_id: str = "",
@@ -221,7 +221,7 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
             e = site.at(end_day or start_day, end, site.text(request, "end"))
         return quote_page(request, who, car_id, s, e)
 
-    @app.post("/reserve", response_class=HTMLResponse, include_in_schema=False)
+    @routes.post("/reserve")
     def reserve(
         request: Request,
         csrf: Csrf = None,

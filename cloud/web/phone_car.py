@@ -17,7 +17,7 @@ import re
 import secrets
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, Response
 
 from cloud.auth import Caller
@@ -126,12 +126,12 @@ def shown_result(site: PhoneSite, request: Request, stored: dict[str, Any]) -> d
     }
 
 
-def add_routes(app: FastAPI, site: PhoneSite) -> None:
+def add_routes(routes: APIRouter, site: PhoneSite) -> None:
     site.texts.update(TEXTS)
     cloud = site.cloud
     once = site.once
 
-    @app.post("/reservations/{reservation_id}/operations/{name}", include_in_schema=False)
+    @routes.post("/reservations/{reservation_id}/operations/{name}")
     def operate(
         request: Request,
         reservation_id: str,
@@ -174,7 +174,7 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
         extra = f"&since={since:.0f}" if name == "register_card" else ""
         return site.go(f"/reservations/{reservation_id}?op={nonce}{extra}#op-result")
 
-    @app.get("/reservations/{reservation_id}/cards.json", include_in_schema=False)
+    @routes.get("/reservations/{reservation_id}/cards.json")
     def cards(request: Request, reservation_id: str, since: float = 0.0) -> Response:
         """The caller's cards registered since `since` (epoch seconds), newest first."""
         who = site.caller(request)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
 
 from cloud.auth import Caller
 from cloud.service import Refused, ReservationView
@@ -25,7 +25,7 @@ def _yen(n: int) -> str:
     return f"¥{n:,}"
 
 
-def add_routes(app: FastAPI, site: PhoneSite) -> None:
+def add_routes(routes: APIRouter, site: PhoneSite) -> None:
     cloud = site.cloud
     policy = cloud.policy
 
@@ -85,7 +85,7 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
             "reportable": r.status in ("reserved", "in_use"),
         }
 
-    @app.get("/reservations/{reservation_id}", response_class=HTMLResponse, include_in_schema=False)
+    @routes.get("/reservations/{reservation_id}")
     def reservation(request: Request, reservation_id: str) -> Response:
         return detail(request, site.caller(request), reservation_id)
 
@@ -110,19 +110,11 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
         }
         return site.page(request, "change.html", context, status=status)
 
-    @app.get(
-        "/reservations/{reservation_id}/change",
-        response_class=HTMLResponse,
-        include_in_schema=False,
-    )
+    @routes.get("/reservations/{reservation_id}/change")
     def change_form(request: Request, reservation_id: str) -> Response:
         return change_page(request, site.caller(request), reservation_id, None, 200)
 
-    @app.post(
-        "/reservations/{reservation_id}/change",
-        response_class=HTMLResponse,
-        include_in_schema=False,
-    )
+    @routes.post("/reservations/{reservation_id}/change")
     def change(
         request: Request,
         reservation_id: str,
@@ -163,19 +155,11 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
         }
         return site.page(request, "cancel.html", context, status=status)
 
-    @app.get(
-        "/reservations/{reservation_id}/cancel",
-        response_class=HTMLResponse,
-        include_in_schema=False,
-    )
+    @routes.get("/reservations/{reservation_id}/cancel")
     def cancel_form(request: Request, reservation_id: str) -> Response:
         return cancel_page(request, site.caller(request), reservation_id, None, 200)
 
-    @app.post(
-        "/reservations/{reservation_id}/cancel",
-        response_class=HTMLResponse,
-        include_in_schema=False,
-    )
+    @routes.post("/reservations/{reservation_id}/cancel")
     def cancel(
         request: Request,
         reservation_id: str,
@@ -207,11 +191,7 @@ def add_routes(app: FastAPI, site: PhoneSite) -> None:
 
     # ---- extend -------------------------------------------------------------------------
 
-    @app.post(
-        "/reservations/{reservation_id}/extend",
-        response_class=HTMLResponse,
-        include_in_schema=False,
-    )
+    @routes.post("/reservations/{reservation_id}/extend")
     def extend(
         request: Request,
         reservation_id: str,

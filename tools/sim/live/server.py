@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -210,10 +211,12 @@ def create_app(car: LiveCar, stopping: Callable[[], bool] = lambda: False) -> Fa
 
 class LiveServer:
     """uvicorn serving the live view of `car`: `run()` in the main thread (Ctrl-C stops it), or
-    `start()` on a thread of its own and `stop()` (tests)."""
+    `start()` on a thread of its own and `stop()` (tests). The port is bound here, so its URL
+    takes connections as soon as it is printed (they wait in the backlog until `run`)."""
 
     def __init__(self, car: LiveCar, host: str = "127.0.0.1", port: int = 8000) -> None:
         self.host, self.port = host, port
+        self._socket = socket.create_server((host, port))
         self.app = create_app(car, stopping=lambda: self.server.should_exit)
         config = uvicorn.Config(
             self.app,
@@ -231,10 +234,13 @@ class LiveServer:
         return f"http://{self.host}:{self.port}/"
 
     def run(self) -> None:
-        self.server.run()
+        try:
+            self.server.run(sockets=[self._socket])
+        finally:
+            self._socket.close()
 
     def start(self, timeout: float = 10.0) -> None:
-        self._thread = threading.Thread(target=self.server.run, name="live-server", daemon=True)
+        self._thread = threading.Thread(target=self.run, name="live-server", daemon=True)
         self._thread.start()
         for _ in range(int(timeout / 0.02)):
             if self.server.started:

@@ -1,0 +1,63 @@
+"""The service's two faces on a real car: a driver reserves on the phone site in Chromium, the
+car holds the reservation, the card opens it, and the trip's controls on the phone reach it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cloud.demo import DEMO_PASSWORD
+from cloud.tests.phone_help import reserve as reserve_on_phone
+from hil_tests.steps import BOB, CAR, SCENARIO, advance_to
+from tools.rig import browser as web
+from tools.rig.car import Rig
+from tools.rig.phone import next_mark
+
+pytestmark = pytest.mark.needs(*SCENARIO)
+
+MIN = dt.timedelta(minutes=1)
+JST = dt.timezone(dt.timedelta(hours=9))
+
+
+@pytest.fixture
+def phone() -> Iterator[Any]:
+    absent = web.missing()
+    if absent:
+        pytest.skip(f"no {' and no '.join(absent)}: apt-get install chromium chromium-driver")
+    driver = web.chromium(*web.PHONE)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def log_in(page: web.Page, account_id: str, password: str) -> None:
+    page.open("/login?lang=ja")
+    page.type("account_id", account_id)
+    page.type("password", password)
+    page.click("login")
+    page.until(lambda: page.path == "/", "the phone site's home page")
+
+
+def test_reserved_on_the_phone_site_the_car_holds_it_and_the_card_opens_it(
+    rig: Rig, phone: Any
+) -> None:
+    """P-WEB-2, S-SYNC-1, U-START-1, P-WEB-4: reserved in the browser; the car holds the
+    reservation; Bob's card opens the car in its window; the phone shows the trip in use."""
+    rig.park()
+    page = web.Page(phone, rig.api_url)
+    log_in(page, BOB, DEMO_PASSWORD)
+    start = next_mark(rig.now.astimezone(JST) + 30 * MIN)
+    rid = reserve_on_phone(page, CAR, start, start + 120 * MIN)
+
+    rig.wait_bookings(lambda rs: any(r["id"] == rid for r in rs), f"reservation {rid}")
+    advance_to(rig, start)
+    mark = rig.mark()
+    assert rig.tap(BOB)["state"] == "unlocked"
+    rig.wait_since(mark, "hazard ×2 and the unlock", unlocks=1, hazard_blinks=2)
+
+    page.open(f"/reservations/{rid}")
+    page.until(lambda: page.data("reservation", "status") == "in_use", "the trip in use")

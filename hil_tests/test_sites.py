@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from cloud.demo import DEMO_PASSWORD
+from cloud.demo import CAR, DEMO_PASSWORD
 from cloud.tests.phone_help import reserve as reserve_on_phone
-from hil_tests.steps import BOB, CAR, SCENARIO, advance_to
+from hil_tests.steps import BOB, SCENARIO, advance_to
 from tools.rig import browser as web
 from tools.rig.car import Rig
 from tools.rig.phone import next_mark

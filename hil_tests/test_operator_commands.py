@@ -81,6 +81,7 @@ def test_immobilise_waits_for_the_engine_and_operator_end_ends_a_trip_with_the_k
     # the cloud's timeline has every outcome, the trip's end by the operator with its failed check
     (trip_ended,) = wait_event(rig, "trip_ended")
     assert (trip_ended["data"]["by"], trip_ended["data"]["failed"]) == ("operator", ["key"])
+    assert trip_ended["outcome"].startswith("applied: trip ended"), trip_ended  # and billed
     results = wait_event(rig, "command_result", 4)
     assert [(r["data"]["name"], r["data"]["code"]) for r in results] == [
         ("immobilise", "engine_running"),

@@ -71,6 +71,7 @@ def state_fields(snapshot: dict[str, Any], bookings_version: int, firmware: str)
     """What the `state` topic says of the car (S-SYNC-4), from the trip state the runner saved."""
     data = snapshot["data"]
     sensors, outputs, trip = data["sensors"], data["outputs"], data.get("trip")
+    operator = data.get("operator", {})
     position = sensors.get("position")
     return {
         "trip_state": snapshot["state"],
@@ -80,6 +81,10 @@ def state_fields(snapshot: dict[str, Any], bookings_version: int, firmware: str)
         "doors_open": dict(sensors["doors"]),
         "doors": outputs["doors"],  # "locked", "unlocked", or None before the first command
         "immobilised": outputs["immobilised"],
+        # O-CAR-1: what the operator set (absent from a unit's state saved before it existed)
+        "operator_immobilised": operator.get("immobilised", False),
+        "service_mode": operator.get("service_mode", False),
+        "operator_unlocked": operator.get("unlocked", False),
         "key_present": sensors["key_present"],
         "key_position": sensors["key_position"],
         "parking_brake": sensors["brake"],

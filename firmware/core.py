@@ -19,6 +19,7 @@ from typing import Any
 from transitions import EventData, Machine
 
 from firmware import machine as m
+from firmware import selfcheck
 from firmware.bookings import (
     Bookings,
     Driver,
@@ -404,6 +405,8 @@ class TripCore:
         if reservation is None:
             dark = any(within(remote_window(r, self.timing), self._now) for r in mine)
             return self._deny(card, "reader_window_closed" if dark else "no_reservation")
+        if (unavailable := self._unavailable()) is not None:
+            return self._deny(card, unavailable)
         if not licence_valid(driver, self._now, self.config.timezone):
             return self._deny(card, "licence_expired")
         self._flash("red_solid")
@@ -470,6 +473,7 @@ class TripCore:
             end=reservation.end,
         )
         self.data.consumed.append(reservation.id)
+        self.data.operator.unlocked = False  # the trip's own unlock takes over
         self._emit(Hazard(fb.hazard_start))
         self._unlock()
         self._emit(Prompt("start_ok"))
@@ -496,6 +500,13 @@ class TripCore:
                 self._emit(Prompt(CHECK_PROMPTS[check]))
             self._report("end_refused", reservation_id=trip.reservation_id, by=by, failed=failed)
             return False, "end_checks_failed", {"failed": failed, "warnings": warnings}
+        self._end(by, warnings)
+        return True, "ended", {"warnings": warnings}
+
+    def _end(self, by: str, warnings: list[str], **more: Any) -> None:
+        """U-END-3, U-END-5: lock, hazard ×1, immobilise, the forgotten-item window."""
+        trip = self.data.trip
+        assert trip is not None
         s = self.data.sensors
         trip.ended_at = self._now
         self._emit(Lock())
@@ -516,8 +527,8 @@ class TripCore:
             odometer_km=s.odometer_km,
             fuel_pct=s.fuel_pct,
             warnings=warnings,
+            **more,
         )
-        return True, "ended", {"warnings": warnings}
 
     def _forgotten_toggle(self, by: str) -> CommandOutcome:
         """U-FGT-1, U-FGT-2, U-FGT-3: one unlock, then the lock that closes the window."""
@@ -589,6 +600,7 @@ class TripCore:
             "forgotten_lock": self._cmd_forgotten_lock,
             "register_card": self._cmd_register_card,
             "locate": self._cmd_locate,
+            **self._operator_commands(),
         }
         handler = handlers.get(cmd.name)
         if handler is None:
@@ -616,6 +628,8 @@ class TripCore:
             return False, "unknown_reservation", {}
         if r.id in self.data.consumed:
             return False, "already_used", {}
+        if (unavailable := self._unavailable()) is not None:
+            return False, unavailable, {}
         if not within(remote_window(r, self.timing), self._now):
             return False, "outside_window", {"opens": r.start - self.timing.start_early}
         driver = self.bookings.drivers.get(r.driver_id)
@@ -687,6 +701,112 @@ class TripCore:
     def _cmd_locate(self, cmd: RemoteCommand) -> CommandOutcome:
         return True, "located", {"position": self.data.sensors.position, "state": self.state}
 
+    # ---- the operator's commands (O-CAR-1) -----------------------------------------------------
+
+    def _operator_commands(self) -> dict[str, Callable[[RemoteCommand], CommandOutcome]]:
+        return {
+            "lock": self._cmd_lock,
+            "unlock": self._cmd_unlock,
+            "immobilise": self._cmd_immobilise,
+            "release": self._cmd_release,
+            "operator_end": self._cmd_operator_end,
+            "service_mode": self._cmd_service_mode,
+            "self_test": self._cmd_self_test,
+        }
+
+    def _unavailable(self) -> str | None:
+        """Why no reservation may start now, by the operator's doing (None: it may)."""
+        op = self.data.operator
+        return "service_mode" if op.service_mode else "immobilised" if op.immobilised else None
+
+    def _engine_refusal(self) -> CommandOutcome | None:
+        """X-SAFE-1: no lock, immobiliser or end by the operator while the engine runs."""
+        if self.data.sensors.engine:
+            return False, "engine_running", {"failed": ["engine"]}
+        return None
+
+    def _cmd_lock(self, cmd: RemoteCommand) -> CommandOutcome:
+        """Lock in any state. During a trip before the key is out (or back at 返却) it is the
+        security lock, which the driver undoes with re-unlock (U-SEC-4); with the key out the
+        driver's key opens the car as ever; in the forgotten-item window it closes the window."""
+        if (refusal := self._engine_refusal()) is not None:
+            return refusal
+        if not self.data.sensors.doors_closed:
+            doors = [d for d, is_open in self.data.sensors.doors.items() if is_open]
+            return False, "doors_open", {"failed": ["doors"], "doors": doors}
+        trip = self.data.trip
+        if self.state == m.FORGOTTEN and trip is not None and trip.forgotten_open:
+            return self._forgotten_lock(by="operator")
+        if self.state in (m.UNLOCKED, m.RETURNING):
+            self._go("security_lock", reason="operator")
+            return True, "locked", {"state": self.state}
+        self.data.operator.unlocked = False
+        self._emit(Lock())  # also when the unit holds them locked: the operator asked now
+        self.data.outputs.doors = "locked"
+        self._report("operator_locked")
+        return True, "locked", {"state": self.state}
+
+    def _cmd_unlock(self, cmd: RemoteCommand) -> CommandOutcome:
+        """Only an idle car: during a trip and its forgotten-item window the doors follow the
+        driver's rules (X-SAFE-2). The engine stays immobilised; a lock or a start ends it."""
+        if self.state != m.IDLE:
+            return False, "car_busy", {"state": self.state}
+        self.data.operator.unlocked = True
+        self._report("operator_unlocked")
+        return True, "unlocked", {"state": self.state}
+
+    def _cmd_immobilise(self, cmd: RemoteCommand) -> CommandOutcome:
+        if (refusal := self._engine_refusal()) is not None:
+            return refusal
+        self.data.operator.immobilised = True
+        self._report("operator_immobilised")
+        return True, "immobilised", {"state": self.state}
+
+    def _cmd_release(self, cmd: RemoteCommand) -> CommandOutcome:
+        """Lifts the operator's hold; the state's own immobiliser rule (U-SEC-5) still applies."""
+        if (refusal := self._engine_refusal()) is not None:
+            return refusal
+        self.data.operator.immobilised = False
+        self._report("operator_released")
+        return True, "released", {"state": self.state}
+
+    def _cmd_operator_end(self, cmd: RemoteCommand) -> CommandOutcome:
+        """The trip ends on the driver's behalf (key lost, a check that cannot pass): lock,
+        immobilise, the forgotten-item window, whatever the checks say; they are reported."""
+        trip = self._trip_command(cmd)
+        if isinstance(trip, tuple):
+            return trip
+        if (refusal := self._engine_refusal()) is not None:
+            return refusal
+        failed, warnings = self.end_checks()
+        self._end("operator", warnings, failed=failed)
+        return True, "ended", {"failed": failed, "warnings": warnings}
+
+    def _cmd_service_mode(self, cmd: RemoteCommand) -> CommandOutcome:
+        on = cmd.args.get("on")
+        if not isinstance(on, bool):
+            return False, "bad_args", {"field": "on", "reason": f"expected true or false: {on!r}"}
+        if on and self.state != m.IDLE:
+            return False, "car_busy", {"state": self.state}
+        self.data.operator.service_mode = on
+        self._report("service_mode", on=on)
+        return True, "service_mode_on" if on else "service_mode_off", {}
+
+    def _cmd_self_test(self, cmd: RemoteCommand) -> CommandOutcome:
+        """The unit's own checks, with what the runner found of its parts (`parts`)."""
+        parts = cmd.args.get("parts")
+        facts = selfcheck.Facts(
+            self.data,
+            self._target_doors(),
+            self._target_immobilised(),
+            self.next_due(),
+            self._now,
+            parts if isinstance(parts, dict) else {},
+        )
+        report = selfcheck.run(facts)
+        self._report("self_test", passed=report["passed"])
+        return report["passed"], "passed" if report["passed"] else "failed", {"report": report}
+
     # ---- bookings ----------------------------------------------------------------------------
 
     def _bookings_changed(self, bookings: Bookings) -> None:
@@ -724,7 +844,7 @@ class TripCore:
         if doors is not None and doors != o.doors and not (doors == "locked" and engine):
             self._emit(Lock() if doors == "locked" else Unlock())
             o.doors = doors
-        immobilise = self.state not in (m.IN_USE, m.RETURNING)
+        immobilise = self._target_immobilised()
         if immobilise != o.immobilised and not (immobilise and engine):
             self._emit(Immobiliser(immobilise))
             o.immobilised = immobilise
@@ -736,13 +856,20 @@ class TripCore:
 
     def _target_doors(self) -> str | None:
         trip = self.data.trip
-        if self.state in (m.IDLE, m.SECURITY_LOCKED):
+        if self.state == m.IDLE:
+            return "unlocked" if self.data.operator.unlocked else "locked"
+        if self.state == m.SECURITY_LOCKED:
             return "locked"
         if self.state == m.UNLOCKED:
             return "unlocked"
         if self.state == m.FORGOTTEN:
             return "unlocked" if trip and trip.forgotten_open else "locked"
         return None  # U-USE-1: during the trip the doors are the driver's business
+
+    def _target_immobilised(self) -> bool:
+        """U-SEC-5: released only with the key out during a trip, and not under the operator's
+        hold (O-CAR-1 `immobilise`)."""
+        return self.state not in (m.IN_USE, m.RETURNING) or self.data.operator.immobilised
 
     def _target_led(self) -> str:
         """U-FB-1: what the reader shows now."""
@@ -759,6 +886,8 @@ class TripCore:
         return "dark"
 
     def _card_window_open(self) -> bool:
+        if self._unavailable() is not None:
+            return False  # a tap would be refused: the reader does not invite one
         return any(
             within(card_window(r, self.timing), self._now)
             for r in self.bookings.reservations

@@ -124,6 +124,8 @@ class Runner:
             if isinstance(event, RemoteCommand) and self.store.command_seen(event.id):
                 log.warning("command %s already applied; ignored", event.id)
                 return []
+        if isinstance(event, RemoteCommand) and event.name == "self_test":
+            event = RemoteCommand(event.id, event.name, {**event.args, "parts": self.parts()})
         now = self.clock.now()
         if event is None:
             event = ClockMoved()
@@ -135,6 +137,13 @@ class Runner:
         if core.state != before:
             log.info("%s -> %s on %s", before, core.state, type(event).__name__)
         return effects
+
+    def parts(self) -> dict[str, Any]:
+        """What each adapter reports of itself (the self-test's `parts`: board link, cloud)."""
+        fields: dict[str, Any] = {}
+        for adapter in (self.body, self.reader, self.cloud):
+            fields.update(adapter.status_fields())
+        return fields
 
     def _commit_and_apply(
         self,

@@ -75,6 +75,15 @@ class Registration:
 
 
 @dataclass
+class Operator:
+    """What the operator set on the car by command (O-CAR-1); it outlasts trips and restarts."""
+
+    immobilised: bool = False  # held immobilised in every state until `release`
+    service_mode: bool = False  # a technician's mode: no reservation starts
+    unlocked: bool = False  # doors unlocked while idle (a cleaner); ends with a lock or a start
+
+
+@dataclass
 class TripData:
     sensors: Sensors = field(default_factory=Sensors)
     trip: Trip | None = None
@@ -83,6 +92,7 @@ class TripData:
     registration: Registration | None = None
     consumed: list[str] = field(default_factory=list)  # reservations whose trip has started
     last_time: float | None = None
+    operator: Operator = field(default_factory=Operator)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,6 +109,7 @@ class TripData:
             registration=Registration(**reg) if reg else None,
             consumed=list(data["consumed"]),
             last_time=data.get("last_time"),
+            operator=Operator(**data.get("operator", {})),  # absent in a unit's older state
         )
 
 

@@ -130,8 +130,7 @@ class Unit:
                 "last_seq": self.store.last_seq(),
             },
         }
-        for adapter in (self.runner.reader, self.runner.body, self.runner.cloud):
-            status.update(adapter.status_fields())
+        status.update(self.runner.parts())
         return status
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from protocol.topics import check_car_id
 
 VERSION = 1
 MAX_PAYLOAD = 256 * 1024  # a snapshot of a busy car is a few kB; anything this big is not ours
-COMMANDS = (
+DRIVER_COMMANDS = (
     "start",
     "end",
     "reunlock",
@@ -30,6 +30,19 @@ COMMANDS = (
     "register_card",
     "locate",
 )
+# O-CAR-1: the operator's console only
+OPERATOR_COMMANDS = (
+    "lock",
+    "unlock",
+    "immobilise",
+    "release",
+    "operator_end",
+    "service_mode",
+    "self_test",
+)
+COMMANDS = DRIVER_COMMANDS + OPERATOR_COMMANDS
+# The arguments a command must carry, and their type (a reservation_id is optional everywhere)
+REQUIRED_ARGS: dict[str, dict[str, type]] = {"service_mode": {"on": bool}}
 CARD_HASH = re.compile(r"[0-9a-f]{64}")
 ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -221,7 +234,20 @@ class Command:
         issued, expires = _time(body, "issued_at"), _time(body, "expires_at")
         if expires <= issued:
             raise MessageError("expires_at", "must be after issued_at")
-        return cls(_str(body, "id"), _car(body), name, issued, expires, _object(body, "args"))
+        args = _object(body, "args")
+        check_args(name, args)
+        return cls(_str(body, "id"), _car(body), name, issued, expires, args)
+
+
+def check_args(name: str, args: Mapping[str, Any]) -> None:
+    """The arguments REQUIRED_ARGS names for command `name`, each of its type."""
+    for arg, kind in REQUIRED_ARGS.get(name, {}).items():
+        if arg not in args:
+            raise MessageError(f"args.{arg}", f"required by {name!r}")
+        if type(args[arg]) is not kind:
+            raise MessageError(
+                f"args.{arg}", f"{name!r} expects {kind.__name__}, got {args[arg]!r}"
+            )
 
 
 # ---- car → cloud -------------------------------------------------------------------------------

@@ -149,6 +149,7 @@ class Car:
     def restart(self) -> Car:
         """A power cut: a new unit on the same store."""
         car = Car(self.config, t=self.now, store=self.store)
+        car._commands = self._commands  # the cloud's command ids stay unique across the cut
         return car
 
     # ---- what is seen ----

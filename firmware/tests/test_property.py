@@ -2,7 +2,9 @@
 
 A hypothesis state machine drives one `TripCore` with random taps (the trip driver's card, another
 reserving driver's card, an expired-licence driver's card, an unknown card), door / key / engine /
-brake / lights / position inputs, remote commands, booking updates, clock jumps and restarts, and
+brake / lights / position inputs, remote commands (the drivers' and the operator's: lock, unlock,
+immobilise, release, operator_end, service_mode, self_test, O-CAR-1), booking updates, clock jumps
+and restarts, and
 after every step checks the safety and security invariants (X-SAFE-1, X-SAFE-2), that the car's
 outputs (as a simulated body applied them) match the state, the trip-end and forgotten-item rules
 (U-END-5, U-FGT-3), one result per command (S-SYNC-3) and that a restart restores exactly the same
@@ -52,6 +54,7 @@ from firmware.inputs import (
     VehicleData,
 )
 from protocol.cards import card_hash
+from protocol.messages import OPERATOR_COMMANDS
 
 # ---- the world: one car, three drivers, four reservations --------------------------------------
 
@@ -96,7 +99,7 @@ COMMANDS = (
     "locate",
     "self_destruct",  # an unknown command
 )
-UNLOCKING_COMMANDS = ("start", "reunlock", "forgotten_unlock")
+UNLOCKING_COMMANDS = ("start", "reunlock", "forgotten_unlock", "unlock")
 
 
 def card(who: str) -> str:
@@ -201,6 +204,10 @@ class TripCoreMachine(RuleBasedStateMachine):
         self.forgotten_unlocks = 0  # forgotten_unlocked reports in this trip (U-FGT-3)
         self.command_seq = 0
         self.stepped = False  # the car's outputs are unknown until the first input
+        # O-CAR-1: what the operator's commands set, per their results
+        self.op_immobilised = False
+        self.op_unlocked = False
+        self.op_service = False
 
     # ---- set-up ---------------------------------------------------------------------------
 
@@ -256,8 +263,14 @@ class TripCoreMachine(RuleBasedStateMachine):
         results = [e for e in effects if isinstance(e, CommandResult)]
         if isinstance(event, RemoteCommand):
             assert [r.command_id for r in results] == [event.id], effects
+            self.operator_result(event, results[0], before)
         else:
             assert results == [], effects
+        if reports(effects, "trip_started"):
+            # O-CAR-1: no start under the operator's hold or in service mode; a start ends the
+            # operator's unlock of the idle car
+            assert not (self.op_service or self.op_immobilised), effects
+            self.op_unlocked = False
         # SPEC U-START-3, U-FB-3: a denied tap gets the denial feedback and nothing else changes
         if isinstance(event, CardTapped) and reports(effects, "card_denied"):
             assert pre is not None
@@ -266,9 +279,32 @@ class TripCoreMachine(RuleBasedStateMachine):
             assert outputs(effects) == outputs(pre_effects), (event, effects)
         # SPEC U-USE-1: during the trip the unit never locks the doors on its own
         during = (m.IN_USE, m.RETURNING)
-        if before in during and self.core.state in during:
+        operator_lock = isinstance(event, RemoteCommand) and event.name == "lock"
+        if before in during and self.core.state in during and not operator_lock:
             assert Lock() not in effects, (before, event, effects)
         return effects
+
+    def operator_result(self, event: RemoteCommand, result: CommandResult, before: str) -> None:
+        """SPEC O-CAR-1, X-SAFE-1: what each operator command may answer, and what it set."""
+        name = event.name
+        if name in ("lock", "immobilise", "release") and self.engine:
+            assert (result.ok, result.code) == (False, "engine_running"), result
+        if name == "operator_end" and self.engine:
+            assert not result.ok, result
+            assert result.code in ("engine_running", "no_trip", "not_current_trip"), result
+        if name == "unlock":
+            assert result.ok == (before == m.IDLE), result
+            self.op_unlocked = self.op_unlocked or result.ok
+        elif name == "lock" and result.ok:
+            self.op_unlocked = False
+        elif name in ("immobilise", "release") and result.ok:
+            self.op_immobilised = name == "immobilise"
+        elif name == "service_mode" and result.ok:
+            self.op_service = event.args["on"]
+        elif name == "service_mode" and event.args.get("on") is True:
+            assert before != m.IDLE, result  # refused only outside idle
+        elif name == "operator_end" and result.ok:
+            assert before in m.TRIP_STATES and self.core.state == m.FORGOTTEN, result
 
     def unlock_allowed(self, event: Input, pre: TripCore | None) -> bool:
         """SPEC X-SAFE-2: the only reasons an input may unlock the doors, judged from the bookings
@@ -306,6 +342,8 @@ class TripCoreMachine(RuleBasedStateMachine):
                     and start - START_EARLY <= self.now < end
                     and self.licence_ok(who)
                 )
+            if event.name == "unlock":  # O-CAR-1: the operator, only an idle car
+                return pre.state == m.IDLE
             if rid is not None and (trip is None or rid != trip.reservation_id):
                 return False
             if event.name == "reunlock":  # U-SEC-4
@@ -384,7 +422,10 @@ class TripCoreMachine(RuleBasedStateMachine):
             return  # X-SAFE-1 holds the lock back while the engine runs; nothing sent yet
         car = self.body.car
         state = self.core.state
-        if state in (m.IDLE, m.SECURITY_LOCKED):
+        if state == m.IDLE:  # O-CAR-1: the operator may unlock an idle car, never its engine
+            doors = "unlocked" if self.op_unlocked else "locked"
+            assert (car.doors, car.immobilised) == (doors, True), (state, car)
+        elif state == m.SECURITY_LOCKED:
             assert (car.doors, car.immobilised) == ("locked", True), (state, car)
         elif state == m.FORGOTTEN:
             trip = self.core.data.trip
@@ -393,8 +434,8 @@ class TripCoreMachine(RuleBasedStateMachine):
             assert car.doors == ("unlocked" if trip.forgotten_open else "locked"), (state, car)
         elif state == m.UNLOCKED:
             assert (car.doors, car.immobilised) == ("unlocked", True), (state, car)  # U-SEC-5
-        else:  # in_use, returning: U-SEC-5
-            assert car.immobilised is False, (state, car)
+        else:  # in_use, returning: U-SEC-5, unless the operator holds it (O-CAR-1)
+            assert car.immobilised is self.op_immobilised, (state, car)
 
     @invariant()
     def no_deadline_left_behind(self) -> None:
@@ -536,6 +577,22 @@ class TripCoreMachine(RuleBasedStateMachine):
         self.step(RemoteCommand(f"cmd-{self.command_seq}", name, args), wait)
 
     @rule(
+        name=st.sampled_from(OPERATOR_COMMANDS),
+        rid=st.sampled_from(["right", None, "r-unknown"]),
+        on=st.sampled_from([True, False, None]),
+        wait=st.sampled_from([0, 1]),
+    )
+    def operator_command(self, name: str, rid: str | None, on: bool | None, wait: int) -> None:
+        """SPEC O-CAR-1: the operator's console, in any state, with any engine."""
+        self.command_seq += 1
+        if rid == "right":
+            rid = self.right_reservation()
+        args: dict[str, Any] = {} if rid is None else {"reservation_id": rid}
+        if name == "service_mode" and on is not None:
+            args["on"] = on
+        self.step(RemoteCommand(f"cmd-{self.command_seq}", name, args), wait)
+
+    @rule(
         change=st.sampled_from(["extend", "revoke", "stale"]),
         rid=st.sampled_from(RESERVATION_IDS),
         quarters=st.integers(1, 8),
@@ -576,8 +633,10 @@ class TripCoreMachine(RuleBasedStateMachine):
         assert essence(rebuilt) == essence(twin), "U-DATA-1: the restart changed the trip"
         # a restart re-applies outputs; it may unlock only what the state holds unlocked
         trip = rebuilt.data.trip
-        unlocked = rebuilt.state == m.UNLOCKED or (
-            rebuilt.state == m.FORGOTTEN and trip is not None and trip.forgotten_open
+        unlocked = (
+            rebuilt.state == m.UNLOCKED
+            or (rebuilt.state == m.FORGOTTEN and trip is not None and trip.forgotten_open)
+            or (rebuilt.state == m.IDLE and self.op_unlocked)  # O-CAR-1
         )
         self.check_effects(effects, before["state"], self.engine, unlocked)  # SPEC X-SAFE-2
         assert not any(isinstance(e, CommandResult) for e in effects)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from cloud.demo import CAR, DEMO_PASSWORD
+from cloud.tests.phone_help import JST, enter, phone_driver
 from cloud.tests.phone_help import reserve as reserve_on_phone
 from hil_tests.steps import BOB, SCENARIO, advance_to
 from tools.rig import browser as web
@@ -19,27 +20,12 @@ from tools.rig.phone import next_mark
 pytestmark = pytest.mark.needs(*SCENARIO)
 
 MIN = dt.timedelta(minutes=1)
-JST = dt.timezone(dt.timedelta(hours=9))
 
 
 @pytest.fixture
 def phone() -> Iterator[Any]:
-    absent = web.missing()
-    if absent:
-        pytest.skip(f"no {' and no '.join(absent)}: apt-get install chromium chromium-driver")
-    driver = web.chromium(*web.PHONE)
-    try:
+    with phone_driver() as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def log_in(page: web.Page, account_id: str, password: str) -> None:
-    page.open("/login?lang=ja")
-    page.type("account_id", account_id)
-    page.type("password", password)
-    page.click("login")
-    page.until(lambda: page.path == "/", "the phone site's home page")
 
 
 def test_reserved_on_the_phone_site_the_car_holds_it_and_the_card_opens_it(
@@ -49,7 +35,7 @@ def test_reserved_on_the_phone_site_the_car_holds_it_and_the_card_opens_it(
     reservation; Bob's card opens the car in its window; the phone shows the trip in use."""
     rig.park()
     page = web.Page(phone, rig.api_url)
-    log_in(page, BOB, DEMO_PASSWORD)
+    enter(page, BOB, DEMO_PASSWORD)
     start = next_mark(rig.now.astimezone(JST) + 30 * MIN)
     rid = reserve_on_phone(page, CAR, start, start + 120 * MIN)
 

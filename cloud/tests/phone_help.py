@@ -46,12 +46,17 @@ def log_in(site: Site, driver: Any, account_id: str, lang: str = "ja") -> web.Pa
     """The account's password set by the operator, then logged in at the phone."""
     site.password(account_id, PASSWORD)
     page = web.Page(driver, site.url)
+    enter(page, account_id, PASSWORD, lang)
+    return page
+
+
+def enter(page: web.Page, account_id: str, password: str, lang: str = "ja") -> None:
+    """Log in on the phone site's login page, as far as the home page."""
     page.open(f"/login?lang={lang}")
     page.type("account_id", account_id)
-    page.type("password", PASSWORD)
+    page.type("password", password)
     page.click("login")
     page.until(lambda: page.path == "/", "the home page")
-    return page
 
 
 def set_value(page: web.Page, element_id: str, value: str) -> None:

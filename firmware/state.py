@@ -7,12 +7,12 @@ input and the unit can restore exactly the same state after a power cut (U-DATA-
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.config import EndChecks, Station
 from firmware.inputs import DOORS
+from protocol.geo import distance_m
 
 SNAPSHOT_VERSION = 1
 
@@ -145,11 +145,3 @@ def in_station(position: list[float] | None, station: Station) -> bool:
     if position is None:
         return False
     return distance_m(position[0], position[1], station.lat, station.lon) <= station.radius_m
-
-
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance (haversine), metres."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * 6_371_000 * math.asin(math.sqrt(a))

@@ -51,6 +51,9 @@ STATUS_COLS = (
 # away, a deadlock) rolls the whole ingest back, so the broker delivers the events again.
 REFUSALS = (InvalidValue, NotFound, Conflict)
 
+# O-FLEET-1: the fleet-wide order of state and presence changes (migration m0004)
+_NEXT_STATUS = "(SELECT COALESCE(MAX(status_seq), 0) + 1 FROM car_sync)"
+
 
 @dataclass(frozen=True)
 class EventIn:
@@ -430,7 +433,8 @@ class SyncStore(StoreCore):
         """Keep the car's state report unless a newer one is held; True if kept."""
         with self._tx():
             cur = self._execute(
-                "UPDATE car_sync SET state = ?, state_at = ?, seen_at = ? "
+                "UPDATE car_sync SET state = ?, state_at = ?, seen_at = ?, "
+                f"status_seq = {_NEXT_STATUS} "
                 "WHERE car_id = ? AND (state_at IS NULL OR state_at <= ?)",
                 (self._json(state), at, self._time(self._now()), car_id, at),
             )
@@ -444,11 +448,13 @@ class SyncStore(StoreCore):
         with self._tx():
             if at is None:
                 cur = self._execute(
-                    "UPDATE car_sync SET online = ? WHERE car_id = ?", (online, car_id)
+                    f"UPDATE car_sync SET online = ?, status_seq = {_NEXT_STATUS} WHERE car_id = ?",
+                    (online, car_id),
                 )
             else:
                 cur = self._execute(
-                    "UPDATE car_sync SET online = ?, online_at = ?, seen_at = ? "
+                    "UPDATE car_sync SET online = ?, online_at = ?, seen_at = ?, "
+                    f"status_seq = {_NEXT_STATUS} "
                     "WHERE car_id = ? AND (online_at IS NULL OR online_at < ?)",
                     (online, at, self._time(self._now()), car_id, at),
                 )

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloud.auth import AuthError, Caller, Tokens
+from cloud.auth import DRIVER_KINDS, AuthError, Caller, Tokens
 from cloud.body_limit import DEFAULT_LIMIT, BodyLimit
 from cloud.decision import Decision
 from cloud.driver_requests import MAX_PHOTO_BYTES, MAX_PHOTOS
@@ -120,9 +120,17 @@ def create_app(cloud: Cloud, tokens: Tokens) -> FastAPI:
         if credentials is None:
             raise Refused(401, "no_token", "log in first: send Authorization: Bearer <token>")
         try:
-            return tokens.check(credentials.credentials, cloud.clock().timestamp())
+            who = tokens.check(credentials.credentials, cloud.clock().timestamp())
         except AuthError as exc:
             raise Refused(401, exc.reason, str(exc)) from exc
+        if who.kind not in DRIVER_KINDS:  # a staff token opens the console, not this API
+            raise Refused(
+                401,
+                "not_a_driver_token",
+                "a console token: log in with a driver or member ID",
+                "コンソールのトークンです。ドライバーIDまたは会員IDでログインしてください",
+            )
+        return who
 
     Who = Annotated[Caller, Depends(caller)]
 
@@ -316,4 +324,12 @@ def create_app(cloud: Cloud, tokens: Tokens) -> FastAPI:
     from cloud.web.phone import add_phone_site  # the pages, over the same service
 
     add_phone_site(app, cloud, tokens)
+
+    from cloud.api_console import add_console_api  # the operator console: API and pages
+    from cloud.console import Console
+    from cloud.web.console import add_console
+
+    console = Console(cloud)
+    add_console_api(app, console, tokens)
+    add_console(app, console, tokens)
     return app

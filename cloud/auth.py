@@ -43,12 +43,16 @@ def check_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(candidate, _unb64(digest))
 
 
+DRIVER_KINDS = ("driver", "member")  # the phone site's and the drivers' API's accounts
+
+
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated account: a driver (11-character ID) or a member (8-character ID)."""
+    """An authenticated account: a driver (11-character ID), a member (8-character ID), or one
+    of the operator's staff (kind `staff`, for the console only)."""
 
     account_id: str
-    kind: str  # "driver" | "member"
+    kind: str  # "driver" | "member" | "staff"
     member_id: str
     admin: bool = False
 

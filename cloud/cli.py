@@ -21,7 +21,7 @@ from typing import Any
 
 from cloud import accounts_cli
 from cloud.auth import hash_password
-from cloud.demo import DEMO, DEMO_FLEET_KEY, DEMO_PASSWORD
+from cloud.demo import DEMO, DEMO_FLEET_KEY, DEMO_PASSWORD, STAFF_PASSWORD
 from cloud.store import DEFAULT_DB, Store, StoreError, open_store
 from cloud.sync import cli as sync_cli
 from protocol.cards import card_hash, parse_idm
@@ -40,6 +40,9 @@ LISTS: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "events": ("car_events", {"car": "car_id", "type": "type"}),  # what the cars reported
     "car-status": ("list_car_status", {}),  # each car's last state and presence (S-SYNC-4)
+    "staff": ("list_staff", {}),  # the console's accounts (O-ROLE-1)
+    "audit": ("list_audit", {}),  # every staff action, newest first
+    "alerts": ("list_alerts", {"car": "car_id"}),  # the console's open alerts (O-ALERT-1)
     "notifications": (
         "list_notifications",
         {"driver": "driver_id", "kind": "kind", "reservation": "reservation_id"},
@@ -115,6 +118,27 @@ def add_parser(rooms: Any) -> None:
         "--initial",
         action="store_true",
         help="an initial password (as sent by mail): the phone site makes them choose a new one",
+    )
+
+    p = command(
+        "add-staff",
+        _add_staff,
+        "add a console account: operator, viewer, or technician for one car and a time window",
+    )
+    p.add_argument("staff_id")
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", required=True, choices=("operator", "viewer", "technician"))
+    p.add_argument("--car", help="a technician's one car")
+    p.add_argument("--from", dest="window_start", type=_instant, help="window start, ISO 8601")
+    p.add_argument("--until", dest="window_end", type=_instant, help="window end, ISO 8601")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+
+    p = command("set-staff-password", _set_staff_password, "set a console account's password")
+    p.add_argument("staff_id")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
     )
 
     p = command(
@@ -366,6 +390,9 @@ def _demo(args: argparse.Namespace) -> int:
                     store.set_password_hash(
                         account.get("driver_id") or account["member_id"], secret
                     )
+                for member in DEMO["staff"]:
+                    store.add_staff(**member)
+                    store.set_staff_password_hash(member["staff_id"], hash_password(STAFF_PASSWORD))
         except StoreError as exc:
             raise UsageError(
                 f"{exc}: the demo fleet is (partly) there already; nothing was changed"
@@ -377,22 +404,66 @@ def _demo(args: argparse.Namespace) -> int:
         driver = next(d for d in DEMO["drivers"] if d["driver_id"] == card["driver_id"])
         print(f"  driver {driver['driver_id']} {driver['name']}: card IDm {card['idm']}")
     print(f"  every account's password: {DEMO_PASSWORD}")
+    staff = ", ".join(f"{m['staff_id']} ({m['role']})" for m in DEMO["staff"])
+    print(f"  console staff: {staff}; password: {STAFF_PASSWORD}")
     return 0
 
 
-def _set_password(args: argparse.Namespace) -> int:
+def _read_password(args: argparse.Namespace, who: str, least: int = 4) -> str:
     if args.password_stdin or not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\n")
     else:
-        password = getpass.getpass(f"new password for {args.account_id}: ")
-    if len(password) < 4:
-        raise UsageError("the password must have at least 4 characters; nothing was changed")
+        password = getpass.getpass(f"new password for {who}: ")
+    if len(password) < least:
+        raise UsageError(f"the password must have at least {least} characters; nothing was changed")
+    return password
+
+
+def _set_password(args: argparse.Namespace) -> int:
+    password = _read_password(args, args.account_id)
     with _open(args) as store:
         store.set_password_hash(args.account_id, hash_password(password), must_change=args.initial)
     print(
         f"password of {args.account_id} set"
         + (" (to be changed at the first login)" if args.initial else "")
     )
+    return 0
+
+
+def _instant(text: str) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the time zone, e.g. {text}+09:00")
+    return t
+
+
+def _add_staff(args: argparse.Namespace) -> int:
+    password = _read_password(args, args.staff_id, least=8)
+    with _open(args) as store, store.batch():
+        staff = store.add_staff(
+            args.staff_id,
+            name=args.name,
+            role=args.role,
+            car_id=args.car,
+            window_start=args.window_start,
+            window_end=args.window_end,
+        )
+        store.set_staff_password_hash(staff.staff_id, hash_password(password))
+        store.audit("cli", "add_staff", staff.staff_id, "ok", {"role": staff.role})
+    grant = f" for {staff.car_id}, {args.window_start} to {args.window_end}" if staff.car_id else ""
+    print(f"staff {staff.staff_id} added as {staff.role}{grant}")
+    return 0
+
+
+def _set_staff_password(args: argparse.Namespace) -> int:
+    password = _read_password(args, args.staff_id, least=8)
+    with _open(args) as store:
+        store.set_staff_password_hash(args.staff_id, hash_password(password))
+        store.audit("cli", "set_staff_password", args.staff_id, "ok", {})
+    print(f"password of staff {args.staff_id} set")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The demo fleet: two stations, three cars, two members, four drivers with their cards.
+"""The demo fleet: two stations, three cars, two members, four drivers with their cards, and
+two console accounts (an operator `ops` and a `viewer`, password `STAFF_PASSWORD`).
 
 `kagi cloud demo` loads it; the simulated car (`kagi sim run`) and the HIL scenarios drive it.
 Every demo account's password is `DEMO_PASSWORD`; the fleet key is the one of
@@ -11,6 +12,7 @@ from typing import Any
 
 DEMO_FLEET_KEY = "00112233445566778899aabbccddeeff"
 DEMO_PASSWORD = "demo"  # every demo account's password (a demo, not a secret)
+STAFF_PASSWORD = "demo-staff"  # the demo console accounts' (staff passwords need 8 characters)
 
 DEMO: dict[str, list[dict[str, Any]]] = {
     "stations": [
@@ -67,6 +69,10 @@ DEMO: dict[str, list[dict[str, Any]]] = {
             "licence_expiry": "2024-01-31",
             "is_admin": False,
         },
+    ],
+    "staff": [  # the console's accounts (O-ROLE-1)
+        {"staff_id": "ops", "name": "Demo Operator", "role": "operator"},
+        {"staff_id": "viewer", "name": "Demo Viewer", "role": "viewer"},
     ],
     "cards": [
         {"driver_id": "XXY00001001", "idm": "0101010101010101"},

@@ -42,7 +42,9 @@ def build(
 ) -> tuple[Cloud, uvicorn.Config]:
     cloud = Cloud(store, policy, clock, cars, command_timeout=command_timeout)
     app = create_app(cloud, Tokens(token_secret(store)))
-    return cloud, uvicorn.Config(app, log_level="warning", access_log=False)
+    # an open console page holds a stream: a stop waits for it at most 2 s
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    return cloud, config
 
 
 class ApiThread:

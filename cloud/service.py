@@ -137,8 +137,31 @@ class Cloud:
     def login(self, account_id: str, password: str, address: str | None = None) -> Caller:
         """The account for a right password; AuthError for a wrong one; Refused (429) when
         there were too many wrong ones lately (P-WEB-5: slowed down and reported)."""
+
+        def stored() -> str | None:
+            try:
+                return self.store.password_hash(account_id)
+            except (NotFound, InvalidValue):
+                return None
+
+        self.check_password_guarded(account_id, password, stored, address)
+        if len(account_id) == self.policy.identity.driver_id_length:
+            driver = self.store.get_driver(account_id)
+            return Caller(driver.driver_id, "driver", driver.member_id, driver.is_admin)
+        member = self.store.get_member(account_id)
+        return Caller(member.member_id, "member", member.member_id)
+
+    def check_password_guarded(
+        self,
+        guard_key: str,
+        password: str,
+        stored: Callable[[], str | None],
+        address: str | None = None,
+    ) -> None:
+        """Check a password behind the login guard (the drivers' and the staff's logins):
+        Refused 429 while slowed down, AuthError for a wrong password or unknown account."""
         try:
-            self.login_guard.check(account_id, address)
+            self.login_guard.check(guard_key, address)
         except TooManyAttempts as exc:
             wait = int(exc.wait) + 1
             raise Refused(
@@ -148,20 +171,10 @@ class Cloud:
                 f"パスワードの誤りが続いたため、{wait} 秒後に再度お試しください",
                 retry_after=wait,
             ) from None
-        wrong = AuthError("bad_login", "unknown account or wrong password")
-        try:
-            stored = self.store.password_hash(account_id)
-        except (NotFound, InvalidValue):
-            stored = None
-        if not check_password(password, stored):
-            self.login_guard.failed(account_id, address)
-            raise wrong
-        self.login_guard.succeeded(account_id, address)
-        if len(account_id) == self.policy.identity.driver_id_length:
-            driver = self.store.get_driver(account_id)
-            return Caller(driver.driver_id, "driver", driver.member_id, driver.is_admin)
-        member = self.store.get_member(account_id)
-        return Caller(member.member_id, "member", member.member_id)
+        if not check_password(password, stored()):
+            self.login_guard.failed(guard_key, address)
+            raise AuthError("bad_login", "unknown account or wrong password")
+        self.login_guard.succeeded(guard_key, address)
 
     def password_must_change(self, caller: Caller) -> bool:
         return self.store.password_must_change(caller.account_id)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from cloud.auth import AuthError, Caller, Tokens
+from cloud.auth import DRIVER_KINDS, AuthError, Caller, Tokens
 from cloud.driver_requests import DriverRequests
 from cloud.service import Cloud, Refused
 from cloud.web.i18n import Texts, language
@@ -106,9 +106,12 @@ class PhoneSite:
         if not token:
             raise LoggedOut
         try:
-            return self.tokens.check(token, self.cloud.clock().timestamp())
+            who = self.tokens.check(token, self.cloud.clock().timestamp())
         except AuthError:
             raise LoggedOut from None
+        if who.kind not in DRIVER_KINDS:
+            raise LoggedOut
+        return who
 
     def checked(self, request: Request, csrf: str | None) -> None:
         self.sessions.check_csrf(request, csrf)

@@ -1,0 +1,105 @@
+"""The console's admin page (SPEC O-ADM-1), under `/console/admin`: drivers with their licence
+expiry, cards (revoke at once, U-CARD-4), drivers' change applications to decide (P-WEB-6) and
+damage reports with their trips (P-WEB-7). Reads need the `admin` action, changes
+`admin_change` (operators only); every change is in the audit log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from cloud.service import Refused
+from cloud.web.console_base import ConsoleShown, ConsoleSite
+from cloud.web.phone_base import Csrf
+
+TEXTS = {
+    "drivers": ("ドライバー", "Drivers"),
+    "member": ("会員", "Member"),
+    "licence_expiry": ("免許有効期限", "Licence expiry"),
+    "cards": ("カード", "Cards"),
+    "card": ("カード", "Card"),
+    "revoke": ("失効させる", "Revoke"),
+    "revoked": ("失効", "revoked"),
+    "active": ("有効", "active"),
+    "applications": ("変更申請", "Change applications"),
+    "fields": ("申請内容", "Asked for"),
+    "approve": ("承認", "Approve"),
+    "reject": ("却下", "Reject"),
+    "damage_reports": ("損傷・汚れの報告", "Damage reports"),
+    "reservation": ("予約", "Reservation"),
+    "kind": ("種類", "Kind"),
+    "note": ("メモ", "Note"),
+    "photos": ("写真", "Photos"),
+    "none": ("ありません", "None"),
+}
+
+
+def add_routes(routes: APIRouter, site: ConsoleSite) -> None:
+    site.texts.update(TEXTS)
+    console, store, local = site.console, site.store, site.local
+
+    def changing(request: Request, csrf: str | None, what: str, target: str) -> str:
+        site.checked(request, csrf)
+        who, _ = site.staff(request)
+        with site.refusals(request, back="/console/admin"):
+            return console.require(who, "admin_change").staff_id
+
+    @routes.get("/admin")
+    def admin(request: Request) -> Response:
+        who, me = site.staff(request)
+        with site.refusals(request):
+            console.require(who, "admin")
+        drivers = store.list_drivers()
+        context = {
+            "drivers": drivers,
+            "cards": store.list_cards(),
+            "applications": [
+                {"a": a, "at": local(a.created_at)} for a in store.list_change_applications()
+            ],
+            "reports": [{"r": r, "at": local(r.created_at)} for r in store.list_damage_reports()],
+        }
+        return site.page(request, "admin.html", context, staff=me)
+
+    @routes.post("/admin/drivers/{driver_id}/licence")
+    def licence(
+        request: Request,
+        driver_id: str,
+        csrf: Csrf = None,
+        licence_expiry: Annotated[str, Form(max_length=10)] = "",
+    ) -> Response:
+        by = changing(request, csrf, "licence", driver_id)
+        with site.refusals(request, back="/console/admin"):
+            try:
+                day = dt.date.fromisoformat(licence_expiry)
+            except ValueError:
+                raise Refused(422, "bad_date", "licence_expiry: expected YYYY-MM-DD") from None
+            store.update_driver(driver_id, licence_expiry=day)
+        store.audit(by, "set_licence_expiry", driver_id, "ok", {"licence_expiry": day.isoformat()})
+        return site.go("/console/admin")
+
+    @routes.post("/admin/cards/{card_hash}/revoke")
+    def revoke(request: Request, card_hash: str, csrf: Csrf = None) -> Response:
+        by = changing(request, csrf, "revoke_card", card_hash)
+        with site.refusals(request, back="/console/admin"):
+            card = store.revoke_card(card_hash)
+        store.audit(by, "revoke_card", card_hash[:12], "ok", {"driver_id": card.driver_id})
+        return site.go("/console/admin")
+
+    @routes.post("/admin/applications/{application_id}/{decision}")
+    def decide(
+        request: Request,
+        application_id: int,
+        decision: str,
+        csrf: Csrf = None,
+        reason: Annotated[str, Form(max_length=500)] = "",
+    ) -> Response:
+        if decision not in ("approve", "reject"):
+            raise ConsoleShown(404, "unknown_decision", f"no decision {decision!r}")
+        by = changing(request, csrf, "decide_application", str(application_id))
+        with site.refusals(request, back="/console/admin"):
+            store.decide_change_application(application_id, decision == "approve", by, reason)
+        store.audit(by, f"{decision}_application", str(application_id), "ok", {"reason": reason})
+        return site.go("/console/admin")

@@ -29,7 +29,7 @@ RELOAD = "reload"  # a page that fell behind (its queue overflowed) reloads itse
 KEEPALIVE = 15.0  # seconds between comments on a quiet stream
 
 
-@dataclass
+@dataclass(eq=False)  # each page's own, kept in a set by identity
 class _Subscriber:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(maxsize=5000))
@@ -131,6 +131,7 @@ class FleetFeed:
             self._subscribers.add(s)
             self._start()
         try:
+            yield ": open\n\n"
             catch_up = await asyncio.to_thread(self.store.status_changes, since)
             for r in catch_up:
                 row = self.row(r)

@@ -13,6 +13,7 @@ import pytest
 
 from cloud.pgserver import PgServer
 from cloud.store import Store, open_store
+from cloud.tests.console_help import desktop_driver
 from cloud.tests.phone_help import phone_driver
 from cloud.tests.sites import Site
 
@@ -106,6 +107,13 @@ def site(
         yield served
     finally:
         served.stop()
+
+
+@pytest.fixture
+def desktop() -> Iterator[object]:
+    """A staff member's desktop browser for the console: headless Chromium."""
+    with desktop_driver() as driver:
+        yield driver
 
 
 @pytest.fixture

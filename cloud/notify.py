@@ -90,6 +90,26 @@ class SmtpConfig:
             ssl=ssl,
         )
 
+    def connect(self) -> smtplib.SMTP:
+        server: smtplib.SMTP
+        if self.ssl:
+            server = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout)
+        else:
+            server = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        if self.starttls:
+            server.starttls()
+        if self.username:
+            server.login(self.username, self.password or "")
+        return server
+
+    def send(self, message: EmailMessage) -> None:
+        """One message on its own connection (the operator's alerts, a few a day)."""
+        server = self.connect()
+        try:
+            server.send_message(message)
+        finally:
+            _quietly_close(server)
+
 
 # ---- rendering ---------------------------------------------------------------------------------
 
@@ -280,17 +300,7 @@ class Mailer:
         return sent
 
     def _connect(self) -> smtplib.SMTP:
-        cfg = self.smtp
-        server: smtplib.SMTP
-        if cfg.ssl:
-            server = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout)
-        else:
-            server = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
-        if cfg.starttls:
-            server.starttls()
-        if cfg.username:
-            server.login(cfg.username, cfg.password or "")
-        return server
+        return self.smtp.connect()
 
     def _failed(self, n: Notification, now: dt.datetime, error: str) -> None:
         delay = min(self.retry_first * 2 ** max(0, n.attempts - 1), self.retry_max)

@@ -102,3 +102,27 @@ def test_the_operator_immobilises_releases_and_ends_a_trip_from_the_car_page(
     assert ("command:immobilise", "refused:engine_running") in log
     assert ("command:operator_end", "ok:ended") in log
     ops.close()
+
+
+def test_a_car_left_unopened_locks_itself_and_the_console_alerts_the_operator(
+    rig: Rig, desktop: Any
+) -> None:
+    """O-ALERT-1, U-SEC-1: unlocked and no door opened for a minute: the car locks itself; the
+    alert is on the console's alerts page, with the car; the operator acknowledges it."""
+    rig.park()
+    bob = reserve(rig, BOB)
+    advance_to(rig, bob.start)
+    assert rig.tap(BOB)["state"] == "unlocked"
+    rig.advance(minutes=1, seconds=5)
+    (locked,) = wait_event(rig, "security_locked")
+    assert "alert raised" in locked["outcome"]
+
+    page = web.Page(desktop, rig.api_url)
+    staff_log_in(page, "ops")
+    page.open("/console/alerts")
+    page.until(lambda: page.has("alerts"), "the alerts")
+    rows = desktop.find_elements(page.by.CSS_SELECTOR, "#alerts tr[data-kind=security_locked]")
+    assert len(rows) == 1 and CAR in rows[0].text
+    alert_id = str(rows[0].get_attribute("id")).removeprefix("alert-")
+    page.click(f"ack-{alert_id}")
+    page.until(lambda: page.has("no-alerts"), "no open alert left")

@@ -276,6 +276,11 @@ class ConsoleStore(StoreCore):
             )
             return cur.rowcount > 0
 
+    def alert_unmailed(self, alert_id: int) -> None:
+        """Give back the claim of a mail that could not be sent (the next round sends it)."""
+        with self._tx():
+            self._execute("UPDATE alerts SET mailed_at = NULL WHERE alert_id = ?", (alert_id,))
+
     def _alert(self, row: Any) -> Alert:
         return Alert(
             int(row[0]), row[1], row[2], row[3], row[4], self._read_time(row[5]),

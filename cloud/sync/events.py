@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from cloud import model
+from cloud import alerts, model
 from cloud.fees import invoice, is_late
 from cloud.penalties import standing
 from cloud.policy import Policy
@@ -63,8 +63,12 @@ class EventApplier:
     def __call__(self, event: CarEvent) -> str:
         handler = self.handlers.get(event.type)
         if handler is None:
-            return "kept" if event.type in KEPT else f"kept: no handler for {event.type!r}"
-        return handler(event)
+            outcome = "kept" if event.type in KEPT else f"kept: no handler for {event.type!r}"
+        else:
+            outcome = handler(event)
+        if alerts.for_event(self.store, event):  # O-ALERT-1, in the same transaction
+            outcome += "; alert raised"
+        return outcome
 
     # ---- trips ------------------------------------------------------------------------------
 

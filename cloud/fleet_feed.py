@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MARGIN = 2000  # numbers re-read behind the highest seen
 RELOAD = "reload"  # a page that fell behind (its queue overflowed) reloads itself
+END = "end"  # the server is stopping: each stream ends (the browser reconnects to another)
 KEEPALIVE = 15.0  # seconds between comments on a quiet stream
 
 
@@ -61,7 +62,13 @@ class FleetFeed:
             self._thread.start()
 
     def close(self) -> None:
+        """End every stream and the poller (before the server stops, so it need not wait)."""
         self._stop.set()
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for s in subscribers:
+            with contextlib.suppress(RuntimeError):  # its loop is closed already
+                s.loop.call_soon_threadsafe(self._offer, s, END)
         if self._thread is not None:
             self._thread.join(2)
 
@@ -79,22 +86,25 @@ class FleetFeed:
             self._stop.wait(self.interval)
 
     def poll(self) -> list[FleetRow]:
-        """The cars whose report moved since the last poll."""
+        """The cars whose report moved since the last poll: the index first (cheap, every
+        `interval`), then the rows of those that moved."""
         with self._poll_lock:
-            changed = []
-            for r in self.store.status_changes(max(0, self._high - MARGIN)):
-                if self._seen.get(r.car_id) != r.status_seq:
-                    self._seen[r.car_id] = r.status_seq
-                    changed.append(r)
-                self._high = max(self._high, r.status_seq)
-            return changed
+            moved = []
+            for car_id, seq in self.store.status_marks(max(0, self._high - MARGIN)):
+                if self._seen.get(car_id, -1) < seq:
+                    self._seen[car_id] = seq
+                    moved.append(car_id)
+                self._high = max(self._high, seq)
+            return self.store.fleet_rows(moved) if moved else []
 
     def _prime(self) -> None:
-        """The first poll of this node only learns where the fleet stands (pages get what they
-        missed from their own catch-up)."""
+        """The first look of this node only learns where the fleet stands (a page gets what
+        it missed from its own catch-up)."""
         with self._poll_lock:
             if not self._primed:
-                self.poll()
+                for car_id, seq in self.store.status_marks(0):
+                    self._seen[car_id] = seq
+                    self._high = max(self._high, seq)
                 self._primed = True
 
     def _publish(self, message: str) -> None:
@@ -145,6 +155,8 @@ class FleetFeed:
                         return
                     yield ": keepalive\n\n"
                     continue
+                if message == END:
+                    return
                 if message == RELOAD:
                     yield f"event: {RELOAD}\ndata: {{}}\n\n"
                     return

@@ -7,7 +7,7 @@ import secrets
 import signal
 import socket
 import threading
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Self
 
 import uvicorn
@@ -47,6 +47,21 @@ def build(
     return cloud, config
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server that first ends the console's live streams when told to stop, so a
+    stop does not wait for the open fleet pages."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        end_streams(self.config)
+        super().handle_exit(sig, frame)
+
+
+def end_streams(config: uvicorn.Config) -> None:
+    feed = getattr(getattr(config.app, "state", None), "fleet_feed", None)
+    if feed is not None:
+        feed.close()
+
+
 class ApiThread:
     """The API on a background thread, on a free loopback port: `with ApiThread(...) as api:`
     then `api.url`."""
@@ -65,7 +80,8 @@ class ApiThread:
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket.bind((host, 0))
         self.url = f"http://{host}:{self._socket.getsockname()[1]}"
-        self._server = uvicorn.Server(config)
+        self._config = config
+        self._server = Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )
@@ -84,6 +100,7 @@ class ApiThread:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        end_streams(self._config)
         self._server.should_exit = True
         self._thread.join(5)
         self._socket.close()
@@ -104,4 +121,4 @@ def serve(
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it
     # found: with this one, a stop by SIGTERM ends the process normally (exit 0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.Server(config).run()
+    Server(config).run()

@@ -296,6 +296,29 @@ class ConsoleStore(StoreCore):
             rows = self._all(f"SELECT {FLEET_COLS} {FLEET_FROM} {where} ORDER BY c.car_id", params)
         return [self._fleet_row(r) for r in rows]
 
+    def status_marks(self, since: int) -> list[tuple[str, int]]:
+        """(car, its number) of the cars whose state or presence changed after `since`: the
+        index alone, for the live feed's frequent look."""
+        with self._tx(write=False):
+            rows = self._all(
+                "SELECT car_id, status_seq FROM car_sync WHERE status_seq > ? ORDER BY status_seq",
+                (since,),
+            )
+        return [(r[0], int(r[1])) for r in rows]
+
+    def fleet_rows(self, car_ids: Sequence[str]) -> list[FleetRow]:
+        """The fleet rows of these cars, in the fleet-wide order of their last change."""
+        found: list[FleetRow] = []
+        for i in range(0, len(car_ids), 500):
+            chunk = list(car_ids[i : i + 500])
+            marks = ", ".join("?" * len(chunk))
+            with self._tx(write=False):
+                rows = self._all(
+                    f"SELECT {FLEET_COLS} {FLEET_FROM} WHERE c.car_id IN ({marks})", chunk
+                )
+            found.extend(self._fleet_row(r) for r in rows)
+        return sorted(found, key=lambda r: r.status_seq)
+
     def status_changes(self, since: int) -> list[FleetRow]:
         """The cars whose state or presence changed after `since` in the fleet-wide order."""
         with self._tx(write=False):

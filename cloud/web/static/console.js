@@ -38,10 +38,8 @@
     last_contact: (r) => r.last_contact || "",
   };
   const matches = (r) => (!only.state || r.trip_state === only.state) && (!only.offline || !r.online);
-  const count = () => {
-    const n = table.querySelectorAll("tbody tr:not([hidden])").length;
-    document.getElementById("count-n").textContent = String(n);
-  };
+  // kept as a number: counting 10,000 rows at each report would cost more than the update
+  let shown = table.querySelectorAll("tbody tr:not([hidden])").length;
   const apply = (r) => {
     const row = document.getElementById("car-" + r.car_id);
     if (!row || Number(row.dataset.seq) >= r.seq) return;
@@ -53,10 +51,15 @@
       const value = render(r);
       cell.replaceChildren(...(Array.isArray(value) ? value : [document.createTextNode(value)]));
     }
-    row.hidden = !matches(r);
+    const hide = !matches(r);
+    if (hide !== row.hidden) {
+      row.hidden = hide;
+      shown += hide ? -1 : 1;
+      document.getElementById("count-n").textContent = String(shown);
+    }
+    // the highlight restarts on the next frame, without forcing a layout of the whole table
     row.classList.remove("changed");
-    void row.offsetWidth; // restart the highlight
-    row.classList.add("changed");
+    requestAnimationFrame(() => row.classList.add("changed"));
   };
   let since = Number(table.dataset.since);
   const open = () => {
@@ -68,7 +71,6 @@
       const r = JSON.parse(e.data);
       since = Math.max(since, r.seq);
       apply(r);
-      count();
     };
     stream.addEventListener("reload", () => { stream.close(); location.reload(); });
     stream.onerror = () => { document.getElementById("live").hidden = true; };

@@ -102,7 +102,7 @@ def _patience(signum: int, frame: FrameType | None) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     try:
-        from cloud.demo import CAR, DEMO_PASSWORD
+        from cloud.demo import CAR, DEMO_PASSWORD, STAFF_PASSWORD
         from tools.rig.phone import JST
         from tools.rig.rigfile import RigError, load_rig
         from tools.sim.live.car import DRIVER, LiveCar, sites
@@ -147,7 +147,8 @@ def run_command(args: argparse.Namespace) -> int:
         pages = sites(rig.cloud.api_url)
         print(
             f"kagi sim: the phone site {pages['phone']} (log in as {DRIVER}, password "
-            f"{DEMO_PASSWORD!r}); the operator console {pages['console']}",
+            f"{DEMO_PASSWORD!r}); the operator console {pages['console']} (log in as ops, "
+            f"password {STAFF_PASSWORD!r})",
             flush=True,
         )
         print(f"kagi sim: open {server.url}   (Ctrl-C stops everything)", flush=True)

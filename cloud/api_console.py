@@ -42,6 +42,14 @@ class StaffBody(Body):
     window_end: dt.datetime | None = None
 
 
+class RefuelBody(Body):
+    reservation_id: str = Field(max_length=64)
+    at: dt.datetime = Field(description="when, from the receipt (ISO 8601 with its zone)")
+    litres: float = Field(gt=0, le=1000)
+    amount_yen: int = Field(ge=0)
+    kind: str = Field("receipt", description="receipt (the car's fuel card) or emergency")
+
+
 def event_json(e: CarEvent, local: Any) -> dict[str, Any]:
     return {
         "event_id": e.event_id,
@@ -178,6 +186,25 @@ def add_console_api(app: FastAPI, console: Console, tokens: Tokens) -> None:
             who, body.staff_id, body.name, body.role, body.password, body.car_id, window
         )
         return staff_json(added, local)
+
+    @app.post(
+        "/v1/console/refuels",
+        tags=tag,
+        summary="Record a refuel from its receipt (discount) or an emergency one (reimbursed)",
+    )
+    def refuel(body: RefuelBody, who: Who) -> dict[str, Any]:
+        refuel, adjustment = console.record_refuel(
+            who, body.reservation_id, at=body.at, litres=body.litres,
+            amount_yen=body.amount_yen, kind=body.kind,
+        )  # fmt: skip
+        return {
+            "refuel_id": refuel.refuel_id,
+            "kind": refuel.kind,
+            "adjustment": None
+            if adjustment is None
+            else {"invoice_id": adjustment.invoice_id, "lines": list(adjustment.lines),
+                  "total_yen": adjustment.total},
+        }  # fmt: skip
 
     @app.get("/v1/console/audit", tags=tag, summary="The audit log, newest first")
     def audit(who: Who) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from cloud import billing
 from cloud import staff as roles
 from cloud.auth import Caller, hash_password
 from cloud.service import Cloud, Refused
@@ -239,6 +240,27 @@ class Console:
         action = "disable_staff" if disabled else "enable_staff"
         self.store.audit(member.staff_id, action, staff_id, "ok", {})
         return changed
+
+    def record_refuel(
+        self, caller: Caller, reservation_id: str, *, at: dt.datetime, litres: float,
+        amount_yen: int, kind: str,
+    ) -> tuple[rec.Refuel, rec.Invoice | None]:  # fmt: skip
+        """O-ADM-1: a refuel from the receipt left in the glovebox (kind `receipt`) or paid by
+        the driver (kind `emergency`, reimbursed); the adjustment invoice it made, if any."""
+        member = self.require(caller, "admin_change")
+        detail = {"litres": litres, "amount_yen": amount_yen, "kind": kind}
+        try:
+            refuel, adjustment = billing.record_refuel(
+                self.store, self.cloud.policy, reservation_id, at=at, litres=litres,
+                amount_yen=amount_yen, kind=kind, by=member.staff_id,
+            )  # fmt: skip
+        except (InvalidValue, NotFound) as exc:
+            self.store.audit(member.staff_id, "record_refuel", reservation_id, "refused", detail)
+            raise Refused(422, "invalid", str(exc)) from exc
+        if adjustment is not None:
+            detail["adjustment_yen"] = adjustment.total
+        self.store.audit(member.staff_id, "record_refuel", reservation_id, "ok", detail)
+        return refuel, adjustment
 
     def audit_log(self, caller: Caller) -> list[AuditEntry]:
         self.require(caller, "audit")

@@ -46,6 +46,8 @@ from cloud.store.records import (
     Trip,
 )
 
+REFUEL_KINDS = ("receipt", "emergency")
+
 
 class BookingStore(StoreCore):
     """Reservations, their history, trips, refuels and invoices."""
@@ -431,25 +433,55 @@ class BookingStore(StoreCore):
         return [self._trip(r) for r in rows]
 
     def add_refuel(
-        self, reservation_id: str, *, at: dt.datetime, litres: float, fuel_card: bool = True
+        self,
+        reservation_id: str,
+        *,
+        at: dt.datetime,
+        litres: float,
+        fuel_card: bool = True,
+        amount_yen: int | None = None,
+        kind: str | None = None,
+        recorded_by: str | None = None,
     ) -> Refuel:
-        """A refuelling during the trip (F-FUEL-1), as the driver or the car reported it."""
+        """A refuelling during the trip (F-FUEL-1), as the driver or the car reported it, or as
+        the operator entered it from the receipt (O-ADM-1): `kind` receipt (the car's fuel card)
+        or emergency (paid by the driver, to reimburse; never discounted)."""
         at = v.instant(at, "at")
         litres = v.number(litres, "litres", 0.01, 1000)
+        if kind is not None:
+            if kind not in REFUEL_KINDS:
+                raise InvalidValue("kind", f"expected one of {REFUEL_KINDS}, got {kind!r}")
+            fuel_card = kind == "receipt"
         if not isinstance(fuel_card, bool):
             raise InvalidValue("fuel_card", f"expected true or false, got {fuel_card!r}")
+        if amount_yen is not None and (
+            isinstance(amount_yen, bool) or not isinstance(amount_yen, int) or amount_yen < 0
+        ):
+            raise InvalidValue("amount_yen", f"expected whole yen, 0 or more, got {amount_yen!r}")
         with self._tx():
             self._get_trip(reservation_id)
-            self._execute(
-                "INSERT INTO refuels (reservation_id, at, litres, fuel_card) VALUES (?, ?, ?, ?)",
-                (reservation_id, self._time(at), litres, fuel_card),
-            )
             row = self._one(
-                f"SELECT {REFUEL_COLS} FROM refuels WHERE reservation_id = ? "
-                "ORDER BY refuel_id DESC LIMIT 1",
-                (reservation_id,),
+                "INSERT INTO refuels (reservation_id, at, litres, fuel_card, amount_yen, kind, "
+                f"recorded_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {REFUEL_COLS}",
+                (
+                    reservation_id,
+                    self._time(at),
+                    litres,
+                    fuel_card,
+                    amount_yen,
+                    kind or ("receipt" if fuel_card else "emergency"),
+                    recorded_by,
+                ),
             )
         return self._refuel(row)
+
+    def recent_refuels(self, limit: int = 100) -> list[Refuel]:
+        """The latest refuels of every trip, newest first (the console's list)."""
+        with self._tx(write=False):
+            rows = self._all(
+                f"SELECT {REFUEL_COLS} FROM refuels ORDER BY refuel_id DESC LIMIT ?", (limit,)
+            )
+        return [self._refuel(r) for r in rows]
 
     def list_refuels(self, reservation_id: str) -> list[Refuel]:
         with self._tx(write=False):

@@ -60,7 +60,7 @@ TRIP_COLS = (
     "fuel_start_pct, fuel_end_pct, lat_start, lon_start, lat_end, lon_end, overtime_minutes, "
     "unauthorised_extension"
 )
-REFUEL_COLS = "refuel_id, reservation_id, at, litres, fuel_card"
+REFUEL_COLS = "refuel_id, reservation_id, at, litres, fuel_card, amount_yen, kind, recorded_by"
 INVOICE_COLS = "invoice_id, member_id, reservation_id, issued_at, lines, total"
 
 
@@ -266,7 +266,10 @@ class StoreCore(abc.ABC):
         )  # fmt: skip
 
     def _refuel(self, row: Any) -> Refuel:
-        return Refuel(int(row[0]), row[1], self._read_time(row[2]), float(row[3]), bool(row[4]))
+        return Refuel(
+            int(row[0]), row[1], self._read_time(row[2]), float(row[3]), bool(row[4]),
+            None if row[5] is None else int(row[5]), row[6], row[7],
+        )  # fmt: skip
 
     def _invoice(self, row: Any) -> Invoice:
         lines = tuple(dict(line) for line in self._read_json(row[4]))

@@ -133,6 +133,9 @@ class Refuel:
     at: dt.datetime
     litres: float
     fuel_card: bool  # paid with the car's fuel card (F-FUEL-1)
+    amount_yen: int | None = None  # the receipt's amount (O-ADM-1)
+    kind: str = "receipt"  # receipt: the car's fuel card; emergency: the driver paid, reimbursed
+    recorded_by: str | None = None  # the staff member who entered the receipt
 
 
 @dataclass(frozen=True)

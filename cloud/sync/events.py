@@ -9,7 +9,6 @@ card mails are queued by the schema's triggers in the same transaction (N-MAIL-1
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import math
@@ -17,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from cloud import alerts, model
-from cloud.fees import invoice, is_late
+from cloud.billing import bill_lines, trip_bill
+from cloud.fees import is_late
 from cloud.penalties import standing
 from cloud.policy import Policy
 from cloud.store import Conflict, InvalidValue, Store
@@ -114,27 +114,15 @@ class EventApplier:
         policy = self.policy.for_kind(car.kind)
         late = is_late(policy, row.end, ended_at)
         overtime = max(0.0, (ended_at - row.end).total_seconds())
-        trip = self.store.end_trip(
+        self.store.end_trip(
             row.reservation_id,
             ended_at=ended_at,
             overtime_minutes=math.ceil(overtime / 60),
             unauthorised_extension=late,
             **self._readings(event, "end"),
         )
-        ended = self.store.get_reservation(row.reservation_id)
-        refuels = [model.refuel_from(r) for r in self.store.list_refuels(row.reservation_id)]
-        bill = invoice(
-            self.policy,
-            model.car_from(car),
-            model.reservation_from(ended),
-            distance_km=max(0.0, trip.distance_km or 0.0),
-            refuels=refuels,
-        )
-        self.store.add_invoice(
-            row.member_id,
-            [dataclasses.asdict(line) for line in bill.lines],
-            reservation_id=row.reservation_id,
-        )
+        bill = trip_bill(self.store, self.policy, row.reservation_id)
+        self.store.add_invoice(row.member_id, bill_lines(bill), reservation_id=row.reservation_id)
         outcome = f"applied: trip ended, invoice {bill.total} yen"
         if late:
             outcome += ", unauthorised extension"

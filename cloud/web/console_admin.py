@@ -34,6 +34,16 @@ TEXTS = {
     "note": ("メモ", "Note"),
     "photos": ("写真", "Photos"),
     "none": ("ありません", "None"),
+    "refuels": ("給油", "Refuels"),
+    "record_refuel": ("領収書から給油を記録", "Record a refuel from its receipt"),
+    "litres": ("給油量 (L)", "Litres"),
+    "amount": ("金額 (円)", "Amount (yen)"),
+    "refuel_at": ("給油日時", "Refuelled at"),
+    "kind_receipt": ("給油カード (領収書)", "fuel card (receipt)"),
+    "kind_emergency": ("立替払い (精算)", "paid by the driver (reimburse)"),
+    "recorded": ("記録", "Recorded"),
+    "adjustment": ("調整請求: {yen} 円", "Adjustment invoiced: {yen} yen"),
+    "no_adjustment": ("請求への変更はありません", "The invoice does not change"),
 }
 
 
@@ -60,8 +70,36 @@ def add_routes(routes: APIRouter, site: ConsoleSite) -> None:
                 {"a": a, "at": local(a.created_at)} for a in store.list_change_applications()
             ],
             "reports": [{"r": r, "at": local(r.created_at)} for r in store.list_damage_reports()],
+            "refuels": [{"f": f, "at": local(f.at)} for f in store.recent_refuels()],
+            "adjustment": request.query_params.get("adjustment"),
         }
         return site.page(request, "admin.html", context, staff=me)
+
+    @routes.post("/admin/refuels")
+    def refuel(
+        request: Request,
+        csrf: Csrf = None,
+        reservation_id: Annotated[str, Form(max_length=64)] = "",
+        at: Annotated[str, Form(max_length=40)] = "",
+        litres: Annotated[str, Form(max_length=20)] = "",
+        amount_yen: Annotated[str, Form(max_length=20)] = "",
+        kind: Annotated[str, Form(max_length=20)] = "receipt",
+    ) -> Response:
+        site.checked(request, csrf)
+        who, _ = site.staff(request)
+        with site.refusals(request, back="/console/admin"):
+            try:
+                amount, volume = int(amount_yen), float(litres)
+            except ValueError:
+                raise Refused(
+                    422, "bad_number", "litres and amount: enter numbers (e.g. 25.4 and 4200)"
+                ) from None
+            _, adjustment = console.record_refuel(
+                who, reservation_id.strip(), at=site.instant(at, "at"), litres=volume,
+                amount_yen=amount, kind=kind,
+            )  # fmt: skip
+        shown = "0" if adjustment is None else str(adjustment.total)
+        return site.go(f"/console/admin?adjustment={shown}#refuels")
 
     @routes.post("/admin/drivers/{driver_id}/licence")
     def licence(

@@ -103,13 +103,16 @@ def add_routes(routes: APIRouter, site: PhoneSite) -> None:
     def trips(request: Request) -> Response:
         who = site.caller(request)
         lang = site.lang(request)
-        invoices = {i.reservation_id: i for i in cloud.invoices(who) if i.reservation_id}
+        invoices: dict[str, list[Any]] = {}  # a trip's invoice and its adjustments (refuels)
+        for i in cloud.invoices(who):
+            if i.reservation_id:
+                invoices.setdefault(i.reservation_id, []).append(i)
         rows = []
         for view in reversed(cloud.reservations(who, "past")):
             r = view.reservation
-            inv = invoices.get(r.reservation_id)
+            issued = invoices.get(r.reservation_id, [])
             lines = []
-            if inv is not None:
+            for inv in issued:
                 for line in inv.lines:
                     label = line.get("label_ja" if lang == "ja" else "label_en", line["code"])
                     lines.append({"code": line["code"], "label": label, "yen": _yen(line["yen"])})
@@ -121,9 +124,9 @@ def add_routes(routes: APIRouter, site: PhoneSite) -> None:
                     "end": site.local(r.end),
                     "returned": site.local(r.returned_at),
                     "status": r.status,
-                    "invoice": None if inv is None else inv.invoice_id,
+                    "invoice": issued[0].invoice_id if issued else None,
                     "lines": lines,
-                    "total": None if inv is None else _yen(inv.total),
+                    "total": _yen(sum(i.total for i in issued)) if issued else None,
                     "cancellation_fee": r.cancellation_fee,
                 }
             )

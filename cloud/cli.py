@@ -23,10 +23,10 @@ from cloud import accounts_cli
 from cloud.auth import hash_password
 from cloud.demo import DEMO, DEMO_FLEET_KEY, DEMO_PASSWORD, STAFF_PASSWORD
 from cloud.store import DEFAULT_DB, Store, StoreError, open_store
+from cloud.store.fleet import FLEET_KEY
 from cloud.sync import cli as sync_cli
 from protocol.cards import card_hash, parse_idm
 
-FLEET_KEY = "fleet_key"  # the setting holding the fleet key (hex) that card hashes are keyed by
 # What `kagi cloud list` shows: the store's method and the filters it takes (option → argument).
 LISTS: dict[str, tuple[str, dict[str, str]]] = {
     "members": ("list_members", {}),

@@ -90,12 +90,18 @@ class Console:
             raise Refused(401, "staff_disabled", *REASONS["staff_disabled"])
         return member
 
-    def require(self, caller: Caller, action: str, car_id: str | None = None) -> Staff:
-        """The caller's account if its role allows `action`; else Refused 403, audited."""
+    def require(
+        self, caller: Caller, action: str, car_id: str | None = None, *, what: str = "",
+        target: str = "",
+    ) -> Staff:  # fmt: skip
+        """The caller's account if its role allows `action`; else Refused 403, audited as
+        `what` (default: the action) on `target` (default: the car)."""
         member = self.staff(caller)
         reason = roles.refusal(member, action, car_id, self.cloud.clock())
         if reason is not None:
-            self.store.audit(member.staff_id, action, car_id or "", f"refused:{reason}", {})
+            self.store.audit(
+                member.staff_id, what or action, target or car_id or "", f"refused:{reason}", {}
+            )
             en, ja = REASONS[reason]
             raise Refused(403, reason, en, ja)
         return member

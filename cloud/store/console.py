@@ -287,6 +287,31 @@ class ConsoleStore(StoreCore):
             self._opt_time(row[6]), row[7], self._opt_time(row[8]),
         )  # fmt: skip
 
+    # ---- penalties (O-ADM-1, C-PEN-1) -------------------------------------------------------
+
+    def late_returns(self) -> list[tuple[str, str, str, dt.datetime]]:
+        """(member, driver, reservation, its end) of every trip returned late without an
+        extension (C-PEN-1's offences), the newest first."""
+        with self._tx(write=False):
+            rows = self._all(
+                "SELECT r.member_id, r.driver_id, r.reservation_id, r.ends_at FROM trips t "
+                "JOIN reservations r ON r.reservation_id = t.reservation_id "
+                "WHERE t.unauthorised_extension = ? ORDER BY r.ends_at DESC LIMIT 500",
+                (True,),
+            )
+        return [(r[0], r[1], r[2], self._read_time(r[3])) for r in rows]
+
+    def lift_penalty(self, reservation_id: str) -> None:
+        """The operator forgives a late return: it no longer counts (C-PEN-1)."""
+        with self._tx():
+            cur = self._execute(
+                "UPDATE trips SET unauthorised_extension = ? "
+                "WHERE reservation_id = ? AND unauthorised_extension = ?",
+                (False, reservation_id, True),
+            )
+            if cur.rowcount == 0:
+                raise NotFound("late return", reservation_id)
+
     # ---- the fleet --------------------------------------------------------------------------
 
     def fleet(self, *, station_id: str | None = None, car_id: str | None = None) -> list[FleetRow]:

@@ -30,6 +30,8 @@ from cloud.store.records import (
     Station,
 )
 
+FLEET_KEY = "fleet_key"  # the setting holding the fleet key (hex) that card hashes are keyed by
+
 
 class FleetStore(StoreCore):
     """Members, drivers, cards, stations, cars and settings."""

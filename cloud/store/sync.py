@@ -641,6 +641,34 @@ class SyncStore(StoreCore):
             )
         return [self._notification(r) for r in rows]
 
+    def recent_notifications(self, limit: int = 100) -> list[Notification]:
+        """The mail outbox, newest first (the console's list, O-ADM-1)."""
+        with self._tx(write=False):
+            rows = self._all(
+                f"SELECT {NOTIFICATION_COLS} FROM notifications "
+                "ORDER BY notification_id DESC LIMIT ?",
+                (limit,),
+            )
+        return [self._notification(r) for r in rows]
+
+    def resend_notification(self, notification_id: int) -> int:
+        """A copy of a mail, queued to go now (the driver lost it); the new one's id."""
+        now = self._time(self._now())
+        with self._tx():
+            row = self._one(
+                f"SELECT {NOTIFICATION_COLS} FROM notifications WHERE notification_id = ?",
+                (notification_id,),
+            )
+            if row is None:
+                raise NotFound("notification", str(notification_id))
+            new = self._one(
+                "INSERT INTO notifications (kind, driver_id, reservation_id, change_id, "
+                "card_hash, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING notification_id",
+                (row[1], row[2], row[3], row[4], row[5], now, now),
+            )
+            return int(new[0])
+
     def get_change(self, change_id: int) -> ReservationChange:
         with self._tx(write=False):
             row = self._one(

@@ -131,4 +131,98 @@ def test_cards_licences_and_applications_are_kept_on_the_admin_page(
     assert refused.status_code == 403
     with database(site) as db:
         assert db.get_driver("XXY00001002").licence_expiry == dt.date(2033, 1, 31)
+        last = db.list_audit()[0]
+    assert (last.staff_id, last.action, last.target, last.result) == (
+        "viewer",
+        "set_licence_expiry",
+        "XXY00001002",
+        "refused:not_permitted",
+    )
     viewer.close()
+
+
+def test_members_drivers_cards_penalties_and_mails_on_the_accounts_page(
+    site: Site, desktop: Any
+) -> None:
+    """O-ADM-1, C-PEN-1, N-MAIL-1: a new member with a driver and a card registered from its
+    IDm (kept as its keyed hash only); a member suspended and reinstated; a late return lifted
+    so it no longer counts; a lost mail sent again."""
+    with database(site) as db:
+        rid = db.create_reservation(car_id="car-003", driver_id="XXY00002001", start=at(14),
+                                    end=at(15), buffer_minutes=30).reservation_id  # fmt: skip
+        db.start_trip(rid, started_at=at(14))
+        db.end_trip(rid, ended_at=at(15, 45), unauthorised_extension=True)
+        assert len(db.unauthorised_extensions("XXY00002")) == 1
+        mail = db.list_notifications(reservation_id=rid)[0].notification_id
+    page = web.Page(desktop, site.url)
+    staff_log_in(page, "ops")
+    page.until(lambda: page.path == "/console/", "the fleet page")
+    page.open("/console/admin/accounts")
+    page.type("new-member-id", "XXY00003")
+    page.type("new-member-name", "Sato Trading")
+    page.click("add-member-submit")
+    page.until(lambda: page.has("member-XXY00003"), "the new member")
+    page.type("new-driver-id", "XXY00003001")
+    page.type("new-driver-name", "Sato Ken")
+    page.type("new-driver-email", "ken@sato.example.jp")
+    page.click("add-driver-submit")
+    page.until(lambda: page.has("new-card-idm"), "the page again")
+    page.choose("new-card-driver", "XXY00003001")
+    page.type("new-card-idm", "0123456789abcdef")
+    page.click("add-card-submit")
+    page.until(lambda: page.path == "/console/admin/accounts", "the page again")
+
+    page.click("suspend-XXY00001")
+    page.until(lambda: page.data("member-XXY00001", "status") == "suspended", "suspended")
+    page.click("reinstate-XXY00001")
+    page.until(lambda: page.data("member-XXY00001", "status") == "active", "reinstated")
+    page.click(f"lift-{rid}")
+    page.until(lambda: not page.has(f"lift-{rid}"), "the penalty lifted")
+    page.click(f"resend-{mail}")
+    page.until(lambda: page.has(f"resend-{mail + 1}") or len(desktop.find_elements(
+        page.by.CSS_SELECTOR, "#mails tr")) > 1, "the copy queued")  # fmt: skip
+
+    page.choose("new-card-driver", "XXY00003001")
+    page.type("new-card-idm", "not-hex")  # bad input named, nothing kept
+    page.click("add-card-submit")
+    page.shows("error", "idm")
+    with database(site) as db:
+        (card,) = db.list_cards(driver_id="XXY00003001")
+        assert "0123456789abcdef" not in card.card_hash
+        assert db.get_member("XXY00001").status == "active"
+        assert db.unauthorised_extensions("XXY00002") == ()
+        copies = [n for n in db.list_notifications(reservation_id=rid) if n.sent_at is None]
+        assert len(copies) >= 2
+        log = {(e.action, e.target, e.result) for e in db.list_audit()}
+    assert ("add_card", "XXY00003001", "ok") in log
+    assert ("add_card", "XXY00003001", "refused:bad_idm") in log
+    assert ("lift_penalty", rid, "ok") in log
+
+
+def test_a_station_and_its_car_added_on_the_console_are_on_the_fleet_page(
+    site: Site, desktop: Any
+) -> None:
+    page = web.Page(desktop, site.url)
+    staff_log_in(page, "ops")
+    page.until(lambda: page.path == "/console/", "the fleet page")
+    page.open("/console/admin/stations")
+    page.type("new-station-id", "mito-1")
+    page.type("new-station-name", "Mito station 1")
+    page.type("new-station-lat", "36.3707")
+    page.type("new-station-lon", "140.4763")
+    page.click("add-station-submit")
+    page.until(lambda: page.has("station-mito-1"), "the new station")
+    page.choose("new-car-station", "mito-1")
+    page.type("new-car-id", "car-101")
+    page.click("add-car-submit")
+    page.until(lambda: "car-101" in page.text("station-mito-1"), "its new car")
+    page.open("/console/?station=mito-1")
+    page.until(lambda: page.has("car-car-101"), "the car on the fleet page")
+
+    page.open("/console/admin/stations")
+    page.type("new-station-id", "mito-2")
+    page.type("new-station-name", "Mito station 2")
+    page.type("new-station-lat", "north")
+    page.type("new-station-lon", "140.47")
+    page.click("add-station-submit")
+    page.shows("error", "lat")

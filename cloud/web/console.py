@@ -140,7 +140,7 @@ EVENT_COLUMNS = ("seq", "type", "car_time", "cloud_time", "outcome", "data")
 
 def add_console(app: FastAPI, console: Console, tokens: Tokens, *, secure: bool = False) -> None:
     from cloud.fleet_feed import FleetFeed
-    from cloud.web import console_admin
+    from cloud.web import console_accounts, console_admin
 
     site = ConsoleSite(console, tokens, TEXTS, secure)
     feed = FleetFeed(console.store, console.row)
@@ -401,4 +401,5 @@ def add_console(app: FastAPI, console: Console, tokens: Tokens, *, secure: bool 
         return site.page(request, "audit.html", {"entries": rows}, staff=me)
 
     console_admin.add_routes(routes, site)
+    console_accounts.add_routes(routes, site)
     app.include_router(routes)

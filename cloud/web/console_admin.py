@@ -6,7 +6,7 @@ damage reports with their trips (P-WEB-7). Reads need the `admin` action, change
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
@@ -15,6 +15,7 @@ from cloud.service import Refused
 from cloud.web.console_base import ConsoleShown, ConsoleSite
 from cloud.web.phone_base import Csrf
 
+ADMIN = "/console/admin"
 TEXTS = {
     "drivers": ("ドライバー", "Drivers"),
     "member": ("会員", "Member"),
@@ -50,12 +51,6 @@ TEXTS = {
 def add_routes(routes: APIRouter, site: ConsoleSite) -> None:
     site.texts.update(TEXTS)
     console, store, local = site.console, site.store, site.local
-
-    def changing(request: Request, csrf: str | None, what: str, target: str) -> str:
-        site.checked(request, csrf)
-        who, _ = site.staff(request)
-        with site.refusals(request, back="/console/admin"):
-            return console.require(who, "admin_change").staff_id
 
     @routes.get("/admin")
     def admin(request: Request) -> Response:
@@ -108,23 +103,22 @@ def add_routes(routes: APIRouter, site: ConsoleSite) -> None:
         csrf: Csrf = None,
         licence_expiry: Annotated[str, Form(max_length=10)] = "",
     ) -> Response:
-        by = changing(request, csrf, "licence", driver_id)
-        with site.refusals(request, back="/console/admin"):
+        def do() -> dict[str, Any]:
             try:
                 day = dt.date.fromisoformat(licence_expiry)
             except ValueError:
                 raise Refused(422, "bad_date", "licence_expiry: expected YYYY-MM-DD") from None
             store.update_driver(driver_id, licence_expiry=day)
-        store.audit(by, "set_licence_expiry", driver_id, "ok", {"licence_expiry": day.isoformat()})
-        return site.go("/console/admin")
+            return {"licence_expiry": day.isoformat()}
+
+        return site.change(request, csrf, "set_licence_expiry", driver_id, do, ADMIN)
 
     @routes.post("/admin/cards/{card_hash}/revoke")
     def revoke(request: Request, card_hash: str, csrf: Csrf = None) -> Response:
-        by = changing(request, csrf, "revoke_card", card_hash)
-        with site.refusals(request, back="/console/admin"):
-            card = store.revoke_card(card_hash)
-        store.audit(by, "revoke_card", card_hash[:12], "ok", {"driver_id": card.driver_id})
-        return site.go("/console/admin")
+        def do() -> dict[str, Any]:
+            return {"driver_id": store.revoke_card(card_hash).driver_id}
+
+        return site.change(request, csrf, "revoke_card", card_hash[:12], do, ADMIN)
 
     @routes.post("/admin/applications/{application_id}/{decision}")
     def decide(
@@ -136,8 +130,13 @@ def add_routes(routes: APIRouter, site: ConsoleSite) -> None:
     ) -> Response:
         if decision not in ("approve", "reject"):
             raise ConsoleShown(404, "unknown_decision", f"no decision {decision!r}")
-        by = changing(request, csrf, "decide_application", str(application_id))
-        with site.refusals(request, back="/console/admin"):
-            store.decide_change_application(application_id, decision == "approve", by, reason)
-        store.audit(by, f"{decision}_application", str(application_id), "ok", {"reason": reason})
-        return site.go("/console/admin")
+        who = site.caller(request)
+
+        def do() -> dict[str, Any]:
+            store.decide_change_application(
+                application_id, decision == "approve", who.account_id, reason
+            )
+            return {"reason": reason}
+
+        target = str(application_id)
+        return site.change(request, csrf, f"{decision}_application", target, do, ADMIN)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import Request
@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from cloud.auth import AuthError, Caller, Tokens
 from cloud.console import Console
 from cloud.service import Refused
-from cloud.store import InvalidValue, NotFound
+from cloud.store import Conflict, InvalidValue, NotFound
 from cloud.store.console import Staff
 from cloud.web.i18n import Texts, language
 from cloud.web.render import Renderer
@@ -86,6 +86,32 @@ class ConsoleSite:
             raise ConsoleShown(404, f"unknown_{exc.kind}", str(exc), back) from exc
         except InvalidValue as exc:
             raise ConsoleShown(422, "invalid", str(exc), back) from exc
+        except Conflict as exc:
+            raise ConsoleShown(409, exc.reason, str(exc), back) from exc
+
+    def change(
+        self,
+        request: Request,
+        csrf: str | None,
+        action: str,
+        target: str,
+        do: Callable[[], dict[str, Any] | None],
+        back: str,
+    ) -> RedirectResponse:
+        """An operator's change from an admin form (O-ADM-1): CSRF, the role, then `do`; the
+        change or its refusal in the audit log; back to the page."""
+        self.checked(request, csrf)
+        who, _ = self.staff(request)
+        with self.refusals(request, back=back):
+            by = self.console.require(who, "admin_change", what=action, target=target).staff_id
+            try:
+                detail = do() or {}
+            except (Refused, InvalidValue, NotFound, Conflict) as exc:
+                reason = exc.code if isinstance(exc, Refused) else type(exc).__name__
+                self.store.audit(by, action, target, f"refused:{reason}", {})
+                raise
+        self.store.audit(by, action, target, "ok", detail)
+        return self.go(back)
 
     def page(
         self,

@@ -144,8 +144,8 @@ class CloudFacts:
 
 def from_cloud(db: str, car_id: str, station_id: str, accounts: str | None, broker: bool) -> Any:
     """Read the fleet key, the station and the public key; register the car and its account."""
-    from cloud.cli import FLEET_KEY
     from cloud.store import NotFound, StoreError, open_store
+    from cloud.store.fleet import FLEET_KEY
 
     facts = CloudFacts()
     try:

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cloud.cli import FLEET_KEY, list_records
+from cloud.cli import list_records
 from cloud.clock import FileClock
 from cloud.store import Store, open_store
+from cloud.store.fleet import FLEET_KEY
 from tools.rig.phone import JST
 from tools.rig.processes import CloudProcess, run_kagi
 from tools.rig.rigfile import RigError

@@ -177,8 +177,8 @@ def test_bad_input_writes_nothing(tmp_path, capsys):
 def test_from_the_cloud_the_car_is_registered_with_its_own_broker_account(tmp_path, capsys):
     # S-SYNC-1: the unit holds the fleet key and the station the cloud has for it
     from cloud.accounts import Accounts
-    from cloud.cli import FLEET_KEY
     from cloud.store import open_store
+    from cloud.store.fleet import FLEET_KEY
     from cloud.sync import public_key
 
     db = str(tmp_path / "cloud.db")

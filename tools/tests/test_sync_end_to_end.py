@@ -19,11 +19,11 @@ import pytest
 
 from cloud.auth import hash_password
 from cloud.broker import EmbeddedBroker
-from cloud.cli import FLEET_KEY
 from cloud.mosquitto import CLOUD_USER, Mosquitto
 from cloud.policy import default_policy
 from cloud.server import ApiThread
 from cloud.store import Store, open_store
+from cloud.store.fleet import FLEET_KEY
 from cloud.sync import CloudSync, SyncConfig, public_key
 from firmware.tests.unit_process import UnitProcess
 from protocol.cards import card_hash

@@ -530,6 +530,16 @@ class SyncStore(StoreCore):
             )
             return "answered" if status == "answered" else "late"
 
+    def list_commands(self, car_id: str | None = None) -> list[CommandRecord]:
+        """The commands issued (to `car_id`, or to every car), oldest first."""
+        where, params = equal_to(car_id=car_id)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        with self._tx(write=False):
+            rows = self._all(
+                f"SELECT command_id FROM car_commands {clause}ORDER BY issued_at", params
+            )
+            return [self._get_command(r[0]) for r in rows]
+
     def get_command(self, command_id: str) -> CommandRecord:
         with self._tx(write=False):
             return self._get_command(command_id)

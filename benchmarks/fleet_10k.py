@@ -44,11 +44,16 @@ PER_PROCESS = 2_500
 class Fleets:
     """Several fleet processes, one handle: `cars` split over them in order."""
 
-    def __init__(self, broker: Mosquitto, cars: int, key: str) -> None:
+    def __init__(
+        self, broker: Mosquitto, cars: int, key: str, outbox: dict[str, list[bytes]] | None = None
+    ) -> None:
         self.parts: list[tuple[int, Cars]] = []
         for first in range(0, cars, PER_PROCESS):
             n = min(PER_PROCESS, cars - first)
-            self.parts.append((first, Cars(broker, n, key, first=first)))
+            mine = None
+            if outbox is not None:
+                mine = {car_id(i): outbox.get(car_id(i), []) for i in range(first, first + n)}
+            self.parts.append((first, Cars(broker, n, key, first=first, outbox=mine)))
 
     def status(self) -> tuple[int, int]:
         answers = [fleet.ask("status") for _, fleet in self.parts]

@@ -58,8 +58,18 @@ def car_id(i: int) -> str:
 class Fleet:
     """Simulated cars: one MQTT client each, all driven by one thread (of the fleet process)."""
 
-    def __init__(self, host: str, port: int, n: int, key_hex: str, first: int = 0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        n: int,
+        key_hex: str,
+        first: int = 0,
+        outbox: dict[str, list[bytes]] | None = None,
+    ) -> None:
         self.key = signing.public_key_from_hex(key_hex)
+        # what each car kept while it had no broker: sent as soon as it is connected again
+        self.outbox = outbox or {}
         self.selector = selectors.DefaultSelector()
         self.clients: dict[str, mqtt.Client] = {}
         self.writing: set[mqtt.Client] = set()
@@ -75,9 +85,7 @@ class Fleet:
     def _add(self, host: str, port: int, car: str) -> None:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{car}")
         client.username_pw_set(car, f"pw-{car}")
-        client.on_connect = lambda c, u, f, rc, p, car=car: c.subscribe(
-            topics.topic(car, "reservations"), 1
-        )
+        client.on_connect = lambda c, u, f, rc, p, car=car: self._connected(c, car)
         client.on_subscribe = lambda *a: self._subscribed()
         client.on_message = lambda c, u, m, car=car: self._snapshot(car, m)
         client.on_socket_open = lambda c, u, sock: sock.setsockopt(
@@ -89,6 +97,11 @@ class Fleet:
         client.connect(host, port, keepalive=120)
         self.clients[car] = client
         self.selector.register(client.socket(), selectors.EVENT_READ, client)
+
+    def _connected(self, client: mqtt.Client, car: str) -> None:
+        client.subscribe(topics.topic(car, "reservations"), 1)
+        for payload in self.outbox.pop(car, ()):
+            client.publish(topics.topic(car, "events"), payload, qos=1)
 
     def _subscribed(self) -> None:
         self.ready += 1
@@ -128,10 +141,16 @@ class Fleet:
 
 
 def fleet_process(
-    conn: Connection, host: str, port: int, n: int, key_hex: str, first: int = 0
+    conn: Connection,
+    host: str,
+    port: int,
+    n: int,
+    key_hex: str,
+    first: int = 0,
+    outbox: dict[str, list[bytes]] | None = None,
 ) -> None:
     """The cars, in a process of their own (as cars are): answers the benchmark's questions."""
-    fleet = Fleet(host, port, n, key_hex, first)
+    fleet = Fleet(host, port, n, key_hex, first, outbox)
     while True:
         ask = conn.recv()
         if ask[0] == "status":
@@ -155,11 +174,18 @@ def fleet_process(
 class Cars:
     """The benchmark's handle on the fleet process."""
 
-    def __init__(self, broker: Mosquitto, n: int, key_hex: str, first: int = 0) -> None:
+    def __init__(
+        self,
+        broker: Mosquitto,
+        n: int,
+        key_hex: str,
+        first: int = 0,
+        outbox: dict[str, list[bytes]] | None = None,
+    ) -> None:
         self.conn, child = multiprocessing.Pipe()
         self.proc = multiprocessing.get_context("spawn").Process(
             target=fleet_process,
-            args=(child, broker.host, broker.port, n, key_hex, first),
+            args=(child, broker.host, broker.port, n, key_hex, first, outbox),
             daemon=True,
         )
         self.proc.start()

@@ -105,3 +105,22 @@ def test_the_filters_keep_to_what_was_asked_as_cars_report(site: Site, desktop: 
 
     page.open("/console/?state=flying")
     page.shows("error", "state")
+
+
+def test_a_cars_page_follows_its_car_and_no_other(site: Site, desktop: Any) -> None:
+    """O-CAR-1: the state row of a car's page changes by itself when that car reports; another
+    car's report does not touch it."""
+    report(site, "car-001", 3000.0)
+    page = web.Page(desktop, site.url)
+    staff_log_in(page, "ops")
+    page.open("/console/cars/car-001")
+    assert page.data("car", "state") == "idle"
+    page.until(lambda: page.el("live").is_displayed(), "the live mark")
+    desktop.execute_script("window.notReloaded = true")
+
+    report(site, "car-002", 3001.0, trip_state="security_locked")
+    report(site, "car-001", 3002.0, trip_state="in_use", engine_running=True, fuel_pct=55.0)
+    page.until(lambda: page.data("car", "state") == "in_use", "car-001 in use", 2.0)
+    assert cell(page, "car-001", "engine") == "on"
+    assert cell(page, "car-001", "fuel") == "55 %"
+    assert desktop.execute_script("return window.notReloaded") is True, "updated without reload"

@@ -227,14 +227,20 @@ def add_console(app: FastAPI, console: Console, tokens: Tokens, *, secure: bool 
         return site.page(request, "fleet.html", context, staff=me)
 
     @routes.get("/fleet/stream")
-    def fleet_stream(request: Request, since: int = 0) -> Response:
+    def fleet_stream(request: Request, since: int = 0, car: str | None = None) -> Response:
+        """The fleet page's live rows, or with `car` the one row of that car's page."""
         who = site.caller(request)
         with site.refusals(request):
-            console.require(who, "fleet")
+            if car is None:
+                console.require(who, "fleet")
+            else:
+                console.require(who, "car", car)
         station = fleet_filter(request).station_id
 
         def visible(row: dict[str, Any]) -> bool:
-            return station is None or row["station_id"] == station
+            return (station is None or row["station_id"] == station) and (
+                car is None or row["car_id"] == car
+            )
 
         return StreamingResponse(
             feed.stream(since, visible, request.is_disconnected),

@@ -48,6 +48,27 @@ def chromium(width: int = 1400, height: int = 1000, lang: str = "ja") -> Any:
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
+# whether a click on this element loads another page: a valid form's submit button, or a link
+LEAVES = """
+const e = arguments[0];
+if (e.form && (e.type === "submit" || e.type === "image")) {
+  return e.formNoValidate || e.form.noValidate || e.form.checkValidity();
+}
+const a = e.closest("a[href]");
+return !!a && !a.hasAttribute("download") && !a.target && !a.getAttribute("href").startsWith("#");
+"""
+
+
+def _gone(element: Any) -> bool:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
+
+
 class Page:
     """The page as a person sees it: click a control by its id, read what an element shows."""
 
@@ -69,7 +90,14 @@ class Page:
         return str(self.el(element_id).text)
 
     def click(self, element_id: str) -> None:
-        self.el(element_id).click()
+        """Click it; when that sends a form or follows a link, return once the next page is
+        there, so that what is read next is never the page left behind."""
+        control = self.el(element_id)
+        leaving = self.driver.execute_script(LEAVES, control)
+        before = self.driver.find_element(self.by.TAG_NAME, "html")
+        control.click()
+        if leaving:
+            wait_for(lambda: _gone(before), f"the page after clicking #{element_id}", WAIT)
 
     def type(self, element_id: str, text: str) -> None:
         field = self.el(element_id)

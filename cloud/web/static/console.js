@@ -1,8 +1,9 @@
-// The live fleet table (SPEC O-FLEET-1): one server-sent event stream per page; each event is one
-// car's row, written into its cells; the page's filters hide what does not match.
+// The live fleet table (SPEC O-FLEET-1), and the state row of one car's page (O-CAR-1): one
+// server-sent event stream per page; each event is one car's row, written into its cells; the
+// fleet page's filters hide what does not match.
 (function () {
   "use strict";
-  const table = document.getElementById("fleet");
+  const table = document.querySelector("table[data-live]");
   if (!table || !window.EventSource) return;
   const T = JSON.parse(table.dataset.texts);
   const only = { state: table.dataset.state, offline: table.dataset.offline === "1" };
@@ -55,9 +56,12 @@
     if (hide !== row.hidden) {
       row.hidden = hide;
       shown += hide ? -1 : 1;
-      document.getElementById("count-n").textContent = String(shown);
+      const count = document.getElementById("count-n");
+      if (count) count.textContent = String(shown);
     }
     // the highlight restarts on the next frame, without forcing a layout of the whole table
+    const heading = document.getElementById("car");
+    if (heading && heading.dataset.car === r.car_id) heading.dataset.state = r.trip_state || "";
     row.classList.remove("changed");
     requestAnimationFrame(() => row.classList.add("changed"));
   };
@@ -65,6 +69,7 @@
   const open = () => {
     const q = new URLSearchParams({ since: String(since) });
     if (table.dataset.station) q.set("station", table.dataset.station);
+    if (table.dataset.car) q.set("car", table.dataset.car);
     const stream = new EventSource("/console/fleet/stream?" + q);
     stream.onopen = () => { document.getElementById("live").hidden = false; };
     stream.onmessage = (e) => {

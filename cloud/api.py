@@ -24,6 +24,7 @@ from cloud.fees import reservation_fee
 from cloud.service import Cloud, Refused, ReservationView
 from cloud.store import NotFound
 from cloud.store import records as rec
+from cloud.update_repo import UpdateRepo
 
 API_VERSION = "1"
 # Routes whose bodies may be larger than a few kB (path pattern, bytes); every other: 8 kB.
@@ -100,7 +101,7 @@ class OperationBody(Body):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-def create_app(cloud: Cloud, tokens: Tokens) -> FastAPI:
+def create_app(cloud: Cloud, tokens: Tokens, updates: UpdateRepo | None = None) -> FastAPI:
     app = FastAPI(
         title="kagi cloud",
         version=API_VERSION,
@@ -332,4 +333,8 @@ def create_app(cloud: Cloud, tokens: Tokens) -> FastAPI:
     console = Console(cloud)
     add_console_api(app, console, tokens)
     add_console(app, console, tokens)
+    if updates is not None:
+        from cloud.api_updates import add_update_routes  # the cars' releases (O-OTA-1)
+
+        add_update_routes(app, updates)
     return app

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from cloud import accounts_cli
+from cloud import accounts_cli, updates_cli
 from cloud.auth import hash_password
 from cloud.demo import DEMO, DEMO_FLEET_KEY, DEMO_PASSWORD, STAFF_PASSWORD
 from cloud.store import DEFAULT_DB, Store, StoreError, open_store
@@ -183,6 +183,11 @@ def add_parser(rooms: Any) -> None:
         default=float(env("KAGI_CLOUD_OFFLINE_ALERT_MINUTES", "10")),
         help="a car silent this long is an alert on the console (10)",
     )
+    p.add_argument(
+        "--updates",
+        default=env("KAGI_CLOUD_UPDATES"),
+        help="serve the update repository in this folder to the cars (kagi cloud updates-init)",
+    )
     p.add_argument(  # hidden: the tests' cloud whose car does not answer (P-WEB-4)
         "--command-timeout", type=float, default=10.0, help=argparse.SUPPRESS
     )
@@ -211,6 +216,7 @@ def add_parser(rooms: Any) -> None:
     p.add_argument("--email")
     p.add_argument("--licence-expiry", type=_date, help="last day the licence is valid, YYYY-MM-DD")
     accounts_cli.add_commands(cmds, [db])  # car-account, mosquitto-config
+    updates_cli.add_commands(cmds)  # updates-init, publish-release, list-releases
     sync_cli.add_commands(command)  # public-key (cloud/sync/cli.py)
 
 
@@ -545,6 +551,13 @@ def _serve(args: argparse.Namespace) -> int:
                 clock=clock,
             )
         )
+        updates = None
+        if args.updates:
+            from cloud.update_repo import Refresher
+            from cloud.updates_cli import open_repo
+
+            updates = open_repo(args.updates)
+            stack.enter_context(Refresher(updates))
         print(
             f"kagi cloud: serving {store.url} with policy {policy.name!r} on "
             f"http://{args.host}:{args.port} (API documentation at /docs); cars on {url}"
@@ -561,6 +574,7 @@ def _serve(args: argparse.Namespace) -> int:
             cars=sync,
             clock=clock,
             command_timeout=args.command_timeout,
+            updates=updates,
         )
     return 0
 

@@ -18,6 +18,7 @@ from cloud.clock import Clock, system_clock
 from cloud.policy import Policy
 from cloud.service import CarOperations, Cloud
 from cloud.store import Store
+from cloud.update_repo import UpdateRepo
 
 TOKEN_SECRET = "api.token_secret"
 
@@ -39,9 +40,10 @@ def build(
     clock: Clock = system_clock,
     cars: CarOperations | None = None,
     command_timeout: float = 10.0,
+    updates: UpdateRepo | None = None,
 ) -> tuple[Cloud, uvicorn.Config]:
     cloud = Cloud(store, policy, clock, cars, command_timeout=command_timeout)
-    app = create_app(cloud, Tokens(token_secret(store)))
+    app = create_app(cloud, Tokens(token_secret(store)), updates)
     # an open console page holds a stream: a stop waits for it at most 2 s
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     return cloud, config
@@ -73,8 +75,9 @@ class ApiThread:
         clock: Clock = system_clock,
         cars: CarOperations | None = None,
         host: str = "127.0.0.1",
+        updates: UpdateRepo | None = None,
     ) -> None:
-        self.cloud, config = build(store, policy, clock, cars)
+        self.cloud, config = build(store, policy, clock, cars, updates=updates)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -114,9 +117,10 @@ def serve(
     cars: CarOperations | None = None,
     clock: Clock = system_clock,
     command_timeout: float = 10.0,
+    updates: UpdateRepo | None = None,
 ) -> None:
     """Serve in the foreground until interrupted (Ctrl-C or SIGTERM)."""
-    _, config = build(store, policy, clock, cars, command_timeout)
+    _, config = build(store, policy, clock, cars, command_timeout, updates)
     config.host, config.port = host, port
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it
     # found: with this one, a stop by SIGTERM ends the process normally (exit 0).

@@ -15,6 +15,7 @@ ROOMS = {
     "card": "tools.card",
     "board": "tools.board",
     "sim": "tools.sim.cli",
+    "release": "tools.release_cli",
 }
 # Technician commands that live in tools/ but belong to another room's subcommands: that room's
 # `add_parser` returns its subcommands and each module here adds to them (`add_commands(cmds)`).

@@ -1,0 +1,89 @@
+"""The operator makes, signs and publishes a release from the command line (SPEC O-OTA-1):
+`kagi release keys`, `kagi release sign`, `kagi cloud updates-init`, `kagi cloud
+publish-release`, `kagi cloud list-releases` — each run as a process, as an operator would, and
+each mistake refused naming what was wrong, with nothing published."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def kagi(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+def ok(*args: str) -> str:
+    done = kagi(*args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_release_is_made_offline_and_published_by_the_cloud(tmp_path: Path) -> None:
+    keys, repo = tmp_path / "keys", tmp_path / "repo"
+    assert "keep root.key and targets.key offline" in ok("release", "keys", str(keys))
+    assert sorted(p.name for p in keys.iterdir()) == [
+        "online.key", "root.json", "root.key", "targets.key",
+    ]  # fmt: skip
+    again = kagi("release", "keys", str(keys))
+    assert again.returncode == 2 and "keys are made once" in again.stderr
+
+    ok("cloud", "updates-init", "--repo", str(repo), "--root", str(keys / "root.json"),
+       "--online-key", str(keys / "online.key"))  # fmt: skip
+    assert ok("cloud", "list-releases", "--repo", str(repo)) == ""
+
+    wheel = tmp_path / "kagi-0.2.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK\x03\x04 a wheel")
+    out = tmp_path / "release-0.2.0"
+    sign = ("release", "sign", "--keys", str(keys), "--wheel", str(wheel))
+    shown = ok(*sign, "--version", "0.2.0", "--out", str(out))
+    assert "release 0.2.0 signed" in shown
+    assert (out / "targets" / "releases/0.2.0/unit" / wheel.name).read_bytes() == wheel.read_bytes()
+    assert (out / "targets" / "releases/0.2.0/boards/pico/main.py").exists()
+    assert "serves 0.2.0" in ok("cloud", "publish-release", "--repo", str(repo), str(out))
+
+    bad = kagi(*sign, "--version", "0.3", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "version '0.3' is not MAJOR.MINOR.PATCH" in bad.stderr
+
+    # the next release follows what the cloud serves; the same one twice is refused
+    current = str(repo / "metadata" / "targets.json")
+    twice = kagi(*sign, "--version", "0.2.0", "--current", current, "--out", str(tmp_path / "y"))
+    assert twice.returncode == 2 and "release 0.2.0 is already published" in twice.stderr
+    out3 = tmp_path / "release-0.3.0"
+    ok(*sign, "--version", "0.3.0", "--current", current, "--out", str(out3))
+    republished = kagi("cloud", "publish-release", "--repo", str(repo), str(out))
+    assert republished.returncode == 2 and "is not newer than the published" in republished.stderr
+    assert "serves 0.2.0, 0.3.0" in ok("cloud", "publish-release", "--repo", str(repo), str(out3))
+    assert ok("cloud", "list-releases", "--repo", str(repo)).split() == ["0.2.0", "0.3.0"]
+
+
+def test_a_release_signed_with_other_keys_is_refused(tmp_path: Path) -> None:
+    ok("release", "keys", str(tmp_path / "keys"))
+    ok("release", "keys", str(tmp_path / "strangers"))
+    repo = tmp_path / "repo"
+    ok("cloud", "updates-init", "--repo", str(repo), "--root", str(tmp_path / "keys/root.json"),
+       "--online-key", str(tmp_path / "keys/online.key"))  # fmt: skip
+    wheel = tmp_path / "kagi-0.2.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK\x03\x04")
+    out = tmp_path / "release"
+    ok("release", "sign", "--keys", str(tmp_path / "strangers"), "--wheel", str(wheel),
+       "--version", "0.2.0", "--out", str(out))  # fmt: skip
+    refused = kagi("cloud", "publish-release", "--repo", str(repo), str(out))
+    assert refused.returncode == 2
+    assert "not signed by the release (targets) key" in refused.stderr
+    assert ok("cloud", "list-releases", "--repo", str(repo)) == ""
+
+    wrong_key = kagi("cloud", "updates-init", "--repo", str(tmp_path / "r2"), "--root",
+                     str(tmp_path / "keys/root.json"), "--online-key",
+                     str(tmp_path / "strangers/online.key"))  # fmt: skip
+    assert wrong_key.returncode == 2
+    assert "the online key is not the root's snapshot and timestamp key" in wrong_key.stderr

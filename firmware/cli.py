@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config import ConfigError, load_unit_config
+from firmware.launcher import ENV_SLOTS
 from firmware.store import SqliteStore, StoreError
 
 
@@ -26,7 +28,34 @@ def add_parser(rooms: Any) -> Any:
     state = cmds.add_parser("state", help="print the saved trip state and outbox, read-only")
     state.add_argument("--config", required=True, help="the unit's TOML configuration file")
     state.set_defaults(func=_state)
+    launch = cmds.add_parser(
+        "launch",
+        help="run the car unit from its install slots, holding a new version to its deadline "
+        "and falling back by itself (the car's service runs this)",
+    )
+    launch.add_argument("--config", required=True, help="the unit's TOML configuration file")
+    launch.add_argument("--slots", required=True, help="the unit's install folder (A/B slots)")
+    launch.set_defaults(func=_launch)
     return cmds
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from firmware.launcher import Launcher
+    from firmware.slots import SlotError, Slots
+
+    slots = Slots(Path(args.slots))
+    try:
+        slots.running()
+    except (OSError, SlotError) as exc:
+        return _fail(f"{args.slots}: no install slots ({exc})")
+    launcher = Launcher(slots, [sys.executable, "-m", "tools.cli", "unit", "run",
+                                "--config", args.config])  # fmt: skip
+    signal.signal(signal.SIGTERM, lambda *_: launcher.stop())
+    try:
+        launcher.run()
+    except KeyboardInterrupt:
+        launcher.stop()
+    return 0
 
 
 def _fail(message: str) -> int:
@@ -65,7 +94,17 @@ def _run(args: argparse.Namespace) -> int:
     runner = threading.Thread(target=run, name="runner")
     runner.start()
     print(f"kagi unit: {config.car_id} ready, state {core.state}", file=sys.stderr, flush=True)
+    stopping = threading.Event()
+    if os.environ.get(ENV_SLOTS):  # started by the launcher: say when this version is healthy
+        from firmware.startup_check import confirm_when_healthy
+
+        here = Path(__file__).resolve().parent.parent
+        print(f"kagi unit: running from {here}", file=sys.stderr, flush=True)
+        threading.Thread(
+            target=confirm_when_healthy, args=(unit, stopping), name="startup-check", daemon=True
+        ).start()
     signal.sigwait(stop_signals)
+    stopping.set()
     unit.runner.stop()
     runner.join()
     unit.close()

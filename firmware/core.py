@@ -792,18 +792,22 @@ class TripCore:
         self._report("service_mode", on=on)
         return True, "service_mode_on" if on else "service_mode_off", {}
 
-    def _cmd_self_test(self, cmd: RemoteCommand) -> CommandOutcome:
-        """The unit's own checks, with what the runner found of its parts (`parts`)."""
-        parts = cmd.args.get("parts")
+    def self_check(self, parts: dict[str, Any]) -> dict[str, Any]:
+        """The unit's own checks, with what the runner found of its parts (its adapters'
+        status fields): the self-test's report, and a new version's start-up check (O-OTA-3)."""
         facts = selfcheck.Facts(
             self.data,
             self._target_doors(),
             self._target_immobilised(),
             self.next_due(),
             self._now,
-            parts if isinstance(parts, dict) else {},
+            parts,
         )
-        report = selfcheck.run(facts)
+        return selfcheck.run(facts)
+
+    def _cmd_self_test(self, cmd: RemoteCommand) -> CommandOutcome:
+        parts = cmd.args.get("parts")
+        report = self.self_check(parts if isinstance(parts, dict) else {})
         self._report("self_test", passed=report["passed"])
         return report["passed"], "passed" if report["passed"] else "failed", {"report": report}
 

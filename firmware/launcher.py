@@ -51,13 +51,22 @@ class Launcher:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.slots, self.command, self.poll, self.sleep = slots, list(command), poll, sleep
+        self._child: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End the unit (SIGTERM) and the launcher's loop."""
+        self._stopping = True
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
 
     def run_once(self) -> Run:
         booted = self.slots.boot()
         folder = self.slots.slot_dir(booted.slot).resolve()  # never the pointer: it may move
         path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, "PYTHONPATH": path, ENV_SLOTS: str(self.slots.root)}
-        child = subprocess.Popen(self.command, env=env)
+        child = self._child = subprocess.Popen(self.command, env=env)
         try:
             while True:
                 code = child.poll()
@@ -80,7 +89,7 @@ class Launcher:
     def run(self, restarts: int | None = None, backoff: float = 1.0) -> None:
         """Start the unit again each time it ends (`restarts` times; None: for ever)."""
         n = 0
-        while restarts is None or n < restarts:
+        while (restarts is None or n < restarts) and not self._stopping:
             self.run_once()
             n += 1
             self.sleep(backoff)

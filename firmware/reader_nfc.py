@@ -277,7 +277,7 @@ class NfcReader:
         self._post = None
 
     def status_fields(self) -> dict[str, Any]:
-        return {}
+        return {"reader": {"url": self.path, "open": self.connected.is_set()}}
 
     # ---- the polling thread -----------------------------------------------------------------
 

@@ -66,6 +66,7 @@ CHECKS: dict[str, Callable[[Facts], dict[str, Any]]] = {
     "state_round_trip": _state_round_trip,
     "board_link": _part("board", "up"),
     "cloud_link": _part("cloud", "connected"),
+    "reader": _part("reader", "open"),
 }
 
 

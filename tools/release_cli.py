@@ -97,7 +97,7 @@ def _sign(args: argparse.Namespace) -> int:
 def build_wheel(into: Path) -> Path:
     """This checkout's wheel (no dependencies: the unit installs them pinned from its own)."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
          "-w", str(into), str(ROOT)],
         check=True,
     )  # fmt: skip

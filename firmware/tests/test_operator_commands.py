@@ -181,6 +181,7 @@ def test_self_test_reports_the_units_checks_and_its_parts():
         "state_round_trip",
         "board_link",
         "cloud_link",
+        "reader",
     }
     assert report["checks"]["outputs"]["doors"] == "locked"
     assert car.reports("self_test")[-1]["passed"] is True

@@ -1,0 +1,94 @@
+"""The car's side of an update, step by step (SPEC O-OTA-2, O-OTA-3): a version is offered;
+the agent downloads and verifies it at once (that disturbs nobody), waits for the install gate,
+then installs it beside the running version, puts it on trial and asks for a restart, after
+which the launcher holds it to its deadline.
+
+Every step is reported (`report(step, **details)`), as the cloud tracks each car's step:
+offered, downloading, downloaded, waiting (and why), installed, refused or failed (and why).
+`step()` does what can be done now and returns; the unit calls it from its own loop, so nothing
+here runs on its own thread or sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from firmware.slots import SlotError, Slots
+from firmware.update_fetch import StagedRelease, UpdateRefused, fetch_release
+
+Report = Callable[..., None]
+
+
+@dataclass
+class UpdateAgent:
+    """`gate()` says why not now (None: install now); `restart()` ends the unit so that the
+    launcher starts the new version."""
+
+    slots: Slots
+    cloud_url: str
+    trusted_root: bytes
+    state: Path
+    gate: Callable[[], str | None]
+    restart: Callable[[], None]
+    report: Report
+    deadline_s: float = 300.0
+    offered: str | None = None
+    staged: StagedRelease | None = None
+    _waiting: str | None = field(default=None, repr=False)
+
+    def running_version(self) -> str:
+        return self.slots.version(self.slots.running())
+
+    def offer(self, version: str) -> None:
+        """The cloud offers `version` (again, after a cut or a restart: it carries on)."""
+        if version == self.running_version():
+            self.report("healthy", version=version)  # already there: nothing to do
+            return
+        if self.offered != version:
+            self.offered, self.staged, self._waiting = version, None, None
+            self.report("offered", version=version)
+
+    def step(self) -> str | None:
+        """Do what can be done now; the step reached (None: nothing offered)."""
+        version = self.offered
+        if version is None:
+            return None
+        if self.staged is None:
+            self.report("downloading", version=version)
+            try:
+                self.staged = fetch_release(
+                    self.cloud_url, self.trusted_root, self.state, version,
+                    running=self.running_version(),
+                )  # fmt: skip
+            except UpdateRefused as exc:
+                if exc.reason in ("interrupted", "unreachable"):
+                    self.report("downloading", version=version, retry=exc.detail)
+                    return "downloading"  # the next step resumes it
+                self.offered = None
+                self.report("refused", version=version, reason=exc.reason, detail=exc.detail)
+                return "refused"
+            self.report("downloaded", version=version)
+        why = self.gate()
+        if why is not None:
+            if why != self._waiting:
+                self.report("waiting", version=version, reason=why)
+                self._waiting = why
+            return "waiting"
+        try:
+            slot = self.slots.install(self.staged.unit_wheel(), version)
+            self.slots.switch(slot, self.deadline_s)
+        except (SlotError, OSError) as exc:
+            self.offered = None
+            self.report("failed", version=version, reason=str(exc))
+            return "failed"
+        self.report("installed", version=version, slot=slot)
+        self.offered = None
+        self.restart()
+        return "installed"
+
+    def outcome(self) -> dict[str, Any] | None:
+        """The last update's outcome as the launcher left it (healthy, or rolled back and why)."""
+        return self.slots.outcome()

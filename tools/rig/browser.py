@@ -60,12 +60,15 @@ return !!a && !a.hasAttribute("download") && !a.target && !a.getAttribute("href"
 
 
 def _gone(element: Any) -> bool:
-    from selenium.common.exceptions import StaleElementReferenceException
+    """Whether the page that held `element` has been left."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.is_enabled()
     except StaleElementReferenceException:
         return True
+    except WebDriverException:  # asked mid-navigation ("unhandled inspector error"): ask again
+        return False
     return False
 
 

@@ -89,8 +89,14 @@ def test_a_trip_made_without_signal_reaches_the_cloud_once_and_in_order(rig: Rig
     assert {line["code"] for line in invoice["lines"]} == {"time", "distance"}
     mail = wait_mail(rig, "利用終了受付", bob.email)
     assert f"{invoice['total_yen']:,}円" in mail
-    notices = rig.cloud.list("notifications", kind="trip_ended", reservation=bob.id)
-    assert [n["sent_at"] is not None for n in notices] == [True]
+
+    # (the mail server has the mail a moment before the cloud records it as sent)
+    def notices() -> list[bool]:
+        found = rig.cloud.list("notifications", kind="trip_ended", reservation=bob.id)
+        return [n["sent_at"] is not None for n in found]
+
+    wait_for(lambda: notices() == [True], "the cloud to record the trip-end mail as sent")
+    assert notices() == [True]
     # …and the car lets go of them once the cloud has them
     wait_for(lambda: rig.status()["outbox"]["pending"] == 0, "the car's outbox to empty", 15)
     assert sum(s.count("利用終了受付") for s in rig.mails.subjects(bob.email)) == 1

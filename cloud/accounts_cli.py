@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,11 @@ from cloud.accounts import (
     check_user,
     default_accounts,
 )
+from cloud.cli_errors import refusing
 from cloud.mosquitto import write_config
+from cloud.store import StoreError
+
+_refusing = refusing("cloud", AccountsError, StoreError, OSError)
 
 
 def add_commands(cmds: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -55,21 +58,6 @@ def add_commands(cmds: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--no-persistence", action="store_true", help="keep no retained messages or sessions"
     )
     p.set_defaults(func=_refusing(_mosquitto_config))
-
-
-def _refusing(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from cloud.store import StoreError
-
-        try:
-            return func(args)
-        except (AccountsError, StoreError, OSError) as exc:
-            if args.debug:
-                raise
-            print(f"kagi cloud {args.command}: {exc}", file=sys.stderr)
-            return 2
-
-    return run
 
 
 def _car_account(args: argparse.Namespace) -> int:

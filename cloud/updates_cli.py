@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cloud.cli_errors import refusing
 from cloud.update_repo import ONLINE_KEY, UpdateRepo
 from protocol.release import ReleaseError, load_signer
+
+_refusing = refusing("cloud", ReleaseError, OSError, ValueError)
 
 
 def add_commands(cmds: Any) -> None:
@@ -33,19 +34,6 @@ def add_commands(cmds: Any) -> None:
     text = "list the releases the update repository serves"
     p = cmds.add_parser("list-releases", parents=[repo], help=text, description=text)
     p.set_defaults(func=_refusing(_list))
-
-
-def _refusing(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (ReleaseError, OSError, ValueError) as exc:
-            if args.debug:
-                raise
-            print(f"kagi cloud {args.command}: {exc}", file=sys.stderr)
-            return 2
-
-    return run
 
 
 def open_repo(folder: str) -> UpdateRepo:

@@ -65,12 +65,13 @@ class ResumingFetcher(FetcherInterface):
         reply = self.http.request("GET", url, headers=headers, preload_content=False)
         if reply.status == 416 and held:  # nothing left to send: what is held is the file
             reply.release_conn()
-        elif reply.status == 200 and held:  # the server sent it all again
+            return self._chunks(url, keep, held, None)
+        if reply.status not in (200, 206):
+            raise tuf_errors.DownloadHTTPError(f"{url}: HTTP {reply.status}", reply.status)
+        if reply.status == 200 and held:  # the server sent it all again
             held = 0
             keep.unlink()
-        elif reply.status not in (200, 206):
-            raise tuf_errors.DownloadHTTPError(f"{url}: HTTP {reply.status}", reply.status)
-        return self._chunks(url, keep, held, reply if reply.status in (200, 206) else None)
+        return self._chunks(url, keep, held, reply)
 
     def _chunks(
         self, url: str, keep: Path, held: int, reply: urllib3.BaseHTTPResponse | None

@@ -18,10 +18,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cloud.cli_errors import refusing
 from protocol.release import ReleaseError
 from tools import flash, release
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+_refusing = refusing("release", ReleaseError, OSError, subprocess.CalledProcessError)
 
 
 def add_parser(rooms: Any) -> None:
@@ -48,19 +52,6 @@ def add_parser(rooms: Any) -> None:
     s.add_argument("--current", help="the targets.json the cloud serves now (none: the first)")
     s.add_argument("--out", required=True, help="the folder to write the signed release into")
     s.set_defaults(func=_refusing(_sign))
-
-
-def _refusing(func: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(func(args))
-        except (ReleaseError, OSError, subprocess.CalledProcessError) as exc:
-            if args.debug:
-                raise
-            print(f"kagi release {args.command}: {exc}", file=sys.stderr)
-            return 2
-
-    return run
 
 
 def _keys(args: argparse.Namespace) -> int:

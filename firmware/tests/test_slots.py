@@ -18,49 +18,15 @@ import pytest
 
 from firmware.launcher import Launcher
 from firmware.slots import SlotError, Slots
+from firmware.tests.probe_unit import wheel
 
 ROOT = Path(__file__).resolve().parents[2]
-PROBE = """
-import os, sys, time
-VERSION = {version!r}
-print(VERSION, flush=True)
-open(os.environ["PROBE_OUT"], "a").write(VERSION + "\\n")
-if {behaviour!r} == "healthy":
-    from firmware.launcher import confirm_from_env
-    confirm_from_env()
-elif {behaviour!r} == "crash":
-    sys.exit(3)
-elif {behaviour!r} == "hang":
-    time.sleep(60)
-"""
-FILES = 20  # modules in each test wheel: kill points while unpacking
-
-
-def wheel(tmp: Path, version: str, behaviour: str = "healthy") -> Path:
-    """A unit's wheel, standing in for kagi's: `python -m kagi_probe` says its version, then
-    confirms, crashes or hangs."""
-    path = tmp / f"kagi_probe-{version}-{behaviour}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("kagi_probe/__init__.py", "")
-        z.writestr("kagi_probe/__main__.py", PROBE.format(version=version, behaviour=behaviour))
-        for i in range(FILES):
-            z.writestr(f"kagi_probe/part{i:02}.py", f"N = {i}  # {version}\n")
-    return path
 
 
 def complete(slots: Slots, slot: str, source: Path) -> bool:
     """Every file of the wheel in the slot, byte for byte."""
     with zipfile.ZipFile(source) as z:
         return all((slots.slot_dir(slot) / m).read_bytes() == z.read(m) for m in z.namelist())
-
-
-@pytest.fixture
-def car(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Slots:
-    monkeypatch.setenv("PROBE_OUT", str(tmp_path / "ran"))
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    slots = Slots(tmp_path / "unit")
-    slots.first_install(wheel(tmp_path, "0.1.0"), "0.1.0")
-    return slots
 
 
 def launcher(slots: Slots) -> Launcher:
@@ -71,60 +37,60 @@ def ran(tmp: Path) -> list[str]:
     return (tmp / "ran").read_text().split()
 
 
-def test_a_new_version_that_passes_its_self_check_stays(car: Slots, tmp_path: Path) -> None:
-    slot = car.install(wheel(tmp_path, "0.2.0"), "0.2.0")
-    assert slot == "b" and car.running() == "a", "installed beside, nothing replaced"
-    car.switch(slot, deadline_s=30)
-    first = launcher(car).run_once()
+def test_a_new_version_that_passes_its_self_check_stays(unit: Slots, tmp_path: Path) -> None:
+    slot = unit.install(wheel(tmp_path, "0.2.0"), "0.2.0")
+    assert slot == "b" and unit.running() == "a", "installed beside, nothing replaced"
+    unit.switch(slot, deadline_s=30)
+    first = launcher(unit).run_once()
     assert (first.booted.version, first.booted.trial, first.exit_code) == ("0.2.0", True, 0)
-    assert car.outcome() is not None and car.outcome()["result"] == "healthy"  # type: ignore[index]
-    again = launcher(car).run_once()
+    assert unit.outcome() is not None and unit.outcome()["result"] == "healthy"  # type: ignore[index]
+    again = launcher(unit).run_once()
     assert (again.booted.version, again.booted.trial) == ("0.2.0", False)
     assert ran(tmp_path) == ["0.2.0", "0.2.0"]
 
 
 def test_a_new_version_that_stops_before_its_self_check_is_rolled_back(
-    car: Slots, tmp_path: Path
+    unit: Slots, tmp_path: Path
 ) -> None:
-    car.switch(car.install(wheel(tmp_path, "0.2.0", "crash"), "0.2.0"), deadline_s=30)
-    crashed = launcher(car).run_once()
+    unit.switch(unit.install(wheel(tmp_path, "0.2.0", "crash"), "0.2.0"), deadline_s=30)
+    crashed = launcher(unit).run_once()
     assert (crashed.booted.version, crashed.exit_code) == ("0.2.0", 3)
-    back = launcher(car).run_once()
+    back = launcher(unit).run_once()
     assert back.booted.version == "0.1.0" and back.exit_code == 0
     assert back.rolled_back == "the new version stopped before its self-check passed"
-    outcome = car.outcome()
+    outcome = unit.outcome()
     assert outcome is not None
     assert (outcome["result"], outcome["version"], outcome["from_version"]) == (
         "rolled_back", "0.2.0", "0.1.0",
     )  # fmt: skip
     assert ran(tmp_path) == ["0.2.0", "0.1.0"]
-    assert car.running() == "a"
+    assert unit.running() == "a"
 
 
 def test_a_new_version_that_hangs_past_its_deadline_is_killed_and_rolled_back(
-    car: Slots, tmp_path: Path
+    unit: Slots, tmp_path: Path
 ) -> None:
-    car.switch(car.install(wheel(tmp_path, "0.2.0", "hang"), "0.2.0"), deadline_s=1.0)
+    unit.switch(unit.install(wheel(tmp_path, "0.2.0", "hang"), "0.2.0"), deadline_s=1.0)
     started = time.monotonic()
-    hung = launcher(car).run_once()
+    hung = launcher(unit).run_once()
     assert hung.exit_code is None, "killed by the launcher"
     assert time.monotonic() - started < 10
     assert hung.rolled_back == "the new version did not pass its self-check in time"
-    assert launcher(car).run_once().booted.version == "0.1.0"
+    assert launcher(unit).run_once().booted.version == "0.1.0"
 
 
 def test_an_update_waits_for_the_trial_to_end_and_refuses_a_broken_wheel(
-    car: Slots, tmp_path: Path
+    unit: Slots, tmp_path: Path
 ) -> None:
-    car.switch(car.install(wheel(tmp_path, "0.2.0"), "0.2.0"), deadline_s=30)
+    unit.switch(unit.install(wheel(tmp_path, "0.2.0"), "0.2.0"), deadline_s=30)
     with pytest.raises(SlotError, match="on trial"):
-        car.install(wheel(tmp_path, "0.3.0"), "0.3.0")
-    launcher(car).run_once()
+        unit.install(wheel(tmp_path, "0.3.0"), "0.3.0")
+    launcher(unit).run_once()
     broken = tmp_path / "broken.whl"
     broken.write_bytes(b"not a zip")
     with pytest.raises(SlotError, match="is not a wheel"):
-        car.install(broken, "0.3.0")
-    assert car.version(car.running()) == "0.2.0"
+        unit.install(broken, "0.3.0")
+    assert unit.version(unit.running()) == "0.2.0"
 
 
 KILLED = """
@@ -146,9 +112,9 @@ print(count)
 """
 
 
-def killed_at(car: Slots, new: Path, n: int) -> subprocess.CompletedProcess[str]:
+def killed_at(unit: Slots, new: Path, n: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", KILLED, str(car.root), str(n), str(new)],
+        [sys.executable, "-c", KILLED, str(unit.root), str(n), str(new)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -169,29 +135,29 @@ def test_sigkill_at_every_step_leaves_a_complete_version_that_starts(tmp_path: P
     assert steps >= 30
     seen = set()
     for n in range(1, steps + 1):
-        car = fresh(f"kill-{n}")
-        done = killed_at(car, new, n)
+        unit = fresh(f"kill-{n}")
+        done = killed_at(unit, new, n)
         assert done.returncode == -signal.SIGKILL, (n, done.stderr)
-        booted = car.boot()
+        booted = unit.boot()
         source = old if booted.version == "0.1.0" else new
         assert booted.version in ("0.1.0", "0.2.0")
-        assert complete(car, booted.slot, source), f"killed at step {n}: slot incomplete"
+        assert complete(unit, booted.slot, source), f"killed at step {n}: slot incomplete"
         seen.add(booted.version)
         if booted.trial:
-            car.confirm()
-        if car.version(car.running()) == "0.1.0":  # the update can still be taken
-            car.switch(car.install(new, "0.2.0"), 30)
-            assert car.boot().version == "0.2.0"
-            car.confirm()
-        assert car.version(car.running()) == "0.2.0"
-        assert not (car.root / "trial.json").exists()
+            unit.confirm()
+        if unit.version(unit.running()) == "0.1.0":  # the update can still be taken
+            unit.switch(unit.install(new, "0.2.0"), 30)
+            assert unit.boot().version == "0.2.0"
+            unit.confirm()
+        assert unit.version(unit.running()) == "0.2.0"
+        assert not (unit.root / "trial.json").exists()
     assert seen == {"0.1.0", "0.2.0"}
 
 
-def test_the_outcome_is_kept_as_data(car: Slots, tmp_path: Path) -> None:
-    car.switch(car.install(wheel(tmp_path, "0.2.0", "crash"), "0.2.0"), deadline_s=30)
-    launcher(car).run_once()
-    launcher(car).run_once()
-    saved = json.loads((car.root / "last_update.json").read_text())
+def test_the_outcome_is_kept_as_data(unit: Slots, tmp_path: Path) -> None:
+    unit.switch(unit.install(wheel(tmp_path, "0.2.0", "crash"), "0.2.0"), deadline_s=30)
+    launcher(unit).run_once()
+    launcher(unit).run_once()
+    saved = json.loads((unit.root / "last_update.json").read_text())
     assert saved["result"] == "rolled_back" and "reason" in saved
-    assert os.readlink(car.current) == "slots/a"
+    assert os.readlink(unit.current) == "slots/a"

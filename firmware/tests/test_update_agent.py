@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from firmware.launcher import Launcher
 from firmware.slots import Slots
-from firmware.tests.test_slots import wheel
+from firmware.tests.probe_unit import wheel
 from firmware.tests.test_update_fetch import Cloud, cloud  # noqa: F401 - the fixture
 from firmware.update_agent import UpdateAgent
 from tools import release
@@ -40,15 +38,6 @@ class Car:
 
     def names(self) -> list[str]:
         return [s for s, _ in self.steps]
-
-
-@pytest.fixture
-def unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Slots:
-    monkeypatch.setenv("PROBE_OUT", str(tmp_path / "ran"))
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    slots = Slots(tmp_path / "install")
-    slots.first_install(wheel(tmp_path, "0.1.0"), "0.1.0")
-    return slots
 
 
 def agent(c: Cloud, slots: Slots, car: Car, tmp: Path) -> UpdateAgent:

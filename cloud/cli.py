@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from cloud import accounts_cli, updates_cli
+from cloud import accounts_cli, rollouts_cli, updates_cli
 from cloud.auth import hash_password
 from cloud.demo import DEMO, DEMO_FLEET_KEY, DEMO_PASSWORD, STAFF_PASSWORD
 from cloud.store import DEFAULT_DB, Store, StoreError, open_store
@@ -217,6 +217,7 @@ def add_parser(rooms: Any) -> None:
     p.add_argument("--licence-expiry", type=_date, help="last day the licence is valid, YYYY-MM-DD")
     accounts_cli.add_commands(cmds, [db])  # car-account, mosquitto-config
     updates_cli.add_commands(cmds)  # updates-init, publish-release, list-releases
+    rollouts_cli.add_commands(cmds, [db])  # rollout start|list|show|pause|resume|abort
     sync_cli.add_commands(command)  # public-key (cloud/sync/cli.py)
 
 
@@ -496,6 +497,7 @@ def _serve(args: argparse.Namespace) -> int:
     from cloud.clock import ClockError, parse_clock
     from cloud.notify import Mailer, SmtpConfig
     from cloud.policy import PolicyError, default_policy, load_policy
+    from cloud.rollouts import RolloutDriver
     from cloud.server import serve
     from cloud.sync import CloudSync, SyncConfig
 
@@ -550,6 +552,10 @@ def _serve(args: argparse.Namespace) -> int:
                 sender=smtp.sender if smtp else "",
                 clock=clock,
             )
+        )
+        rollout_store = stack.enter_context(open_store(args.db, clock=clock, migrate=False))
+        stack.enter_context(
+            RolloutDriver(rollout_store, sync, command_timeout=args.command_timeout)
         )
         updates = None
         if args.updates:

@@ -30,6 +30,7 @@ import collections
 import contextlib
 import importlib.metadata
 import logging
+import os
 import queue
 import socket
 import ssl
@@ -37,6 +38,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -47,7 +49,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from firmware.bookings import Bookings
 from firmware.broker_url import parse_cloud_url
 from firmware.inputs import BookingsChanged, ClockSkew, Input, RemoteCommand
+from firmware.launcher import ENV_SLOTS
 from firmware.ports import Clock, Store, Submit
+from firmware.slots import SlotError, Slots
 from firmware.store import OutboxEvent
 from protocol import messages, signing, topics
 from protocol.messages import Command, MessageError, Snapshot
@@ -58,6 +62,15 @@ TO_CAR = ("reservations", "commands")  # what the car subscribes to, in this ord
 
 
 def firmware_version() -> str:
+    """The release this unit runs: its install slot's version under `kagi unit launch` (what
+    the signed release said), else the installed package's."""
+    slots = os.environ.get(ENV_SLOTS)
+    if slots:
+        try:
+            installed = Slots(Path(slots))
+            return installed.version(installed.running())
+        except (OSError, SlotError):
+            pass
     try:
         return importlib.metadata.version("kagi")
     except importlib.metadata.PackageNotFoundError:

@@ -136,6 +136,14 @@ class UnitConfig:
     # where a manual clock starts when the database holds no time yet (epoch s; 0: now)
     clock_start: float = 0.0
     control: str = ""  # a unix socket path for the simulated inputs and the status view
+    # O-OTA: the cloud's web address, which serves /updates/ (http(s)://HOST:PORT; "": this unit
+    # takes no updates),
+    # the operator's root.json it trusts, how long before a reservation's card window no
+    # install starts, and how long a new version has to pass its start-up self-check
+    updates: str = ""
+    updates_root: str = ""
+    update_lead: int = duration("30m")
+    update_deadline: int = duration("5m")
     trip: TripConfig = field(default_factory=TripConfig)
 
     @property
@@ -302,6 +310,19 @@ def load_unit_config(path: str | Path) -> UnitConfig:
     ca = str(base / config.cloud_ca) if config.cloud_ca else ""
     if ca and not Path(ca).is_file():
         raise ConfigError(f"unit.cloud_ca: no such file: {ca}")
+    root = str(base / config.updates_root) if config.updates_root else ""
+    if config.updates:
+        if not config.updates.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"unit.updates: expected the cloud's http(s)://HOST:PORT, got {config.updates!r}"
+            )
+        if not root:
+            raise ConfigError(
+                "unit.updates_root: the operator's root.json is needed to verify updates"
+            )
+        if not Path(root).is_file():
+            raise ConfigError(f"unit.updates_root: no such file: {root}")
     return dataclasses.replace(
-        config, database=str(base / config.database), control=control, cloud_ca=ca
-    )
+        config, database=str(base / config.database), control=control, cloud_ca=ca,
+        updates_root=root,
+    )  # fmt: skip

@@ -37,6 +37,7 @@ from firmware.effects import (
     Hazard,
     Immobiliser,
     Lock,
+    OfferUpdate,
     Prompt,
     ReaderLed,
     Report,
@@ -56,6 +57,7 @@ from firmware.inputs import (
     LightsChanged,
     PositionChanged,
     RemoteCommand,
+    UpdateStep,
     VehicleData,
 )
 from firmware.prompts import CHECK_PROMPTS
@@ -246,6 +248,8 @@ class TripCore:
                 pass
             case BoardLinkChanged(up=up, reason=reason, board=board):
                 self._board_link(up, reason, board)
+            case UpdateStep(step=step, details=details):
+                self._report("update_step", step=step, **details)
             case ClockSkew(offset=offset, source=source):
                 # only reported: the unit keeps its clock (a wrong cloud must not move it)
                 self._report("clock_skew", offset_s=round(offset, 3), source=source)
@@ -712,7 +716,17 @@ class TripCore:
             "operator_end": self._cmd_operator_end,
             "service_mode": self._cmd_service_mode,
             "self_test": self._cmd_self_test,
+            "update": self._cmd_update,
         }
+
+    def _cmd_update(self, cmd: RemoteCommand) -> CommandOutcome:
+        """O-OTA-1: taken in any state, as the agent installs only when the car may (O-OTA-2);
+        the runner says whether this unit has an update agent (`updates`)."""
+        version = cmd.args["version"]
+        if not cmd.args.get("updates"):
+            return False, "updates_off", {"version": version}
+        self._emit(OfferUpdate(version))
+        return True, "update_offered", {"version": version}
 
     def _unavailable(self) -> str | None:
         """Why no reservation may start now, by the operator's doing (None: it may)."""

@@ -67,7 +67,17 @@ class CommandResult:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Effect = Lock | Unlock | Immobiliser | Hazard | ReaderLed | Prompt | Report | CommandResult
+@dataclass(frozen=True)
+class OfferUpdate:
+    """The cloud offers this software version (O-OTA-1): for the unit's update agent, which
+    downloads it and installs it only when the car may (O-OTA-2)."""
+
+    version: str
+
+
+Effect = (
+    Lock | Unlock | Immobiliser | Hazard | ReaderLed | Prompt | Report | CommandResult | OfferUpdate
+)
 
 CAR_OUTPUTS = (Lock, Unlock, Immobiliser, Hazard, ReaderLed, Prompt)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.bookings import Bookings
+from protocol.messages import UPDATE_STEPS
 
 DOORS = ("driver", "passenger", "rear_left", "rear_right", "tailgate")
 KEY_POSITIONS = ("lend", "return")  # 貸出 / 返却
@@ -110,6 +111,15 @@ class ClockSkew:
     source: str = ""
 
 
+@dataclass(frozen=True)
+class UpdateStep:
+    """The update agent reached a step of an offered update (SPEC O-OTA-1): the core reports it
+    to the cloud as an `update_step` event, in order with everything else the car did."""
+
+    step: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 Input = (
     CardTapped
     | DoorChanged
@@ -124,6 +134,7 @@ Input = (
     | ClockMoved
     | BoardLinkChanged
     | ClockSkew
+    | UpdateStep
 )
 
 
@@ -139,5 +150,7 @@ def check_input(event: Input) -> None:
         -90 <= event.lat <= 90 and -180 <= event.lon <= 180
     ):
         raise ValueError(f"position: out of range ({event.lat}, {event.lon})")
+    if isinstance(event, UpdateStep) and event.step not in UPDATE_STEPS:
+        raise ValueError(f"update step: {event.step!r} is not one of {UPDATE_STEPS}")
     if isinstance(event, RemoteCommand) and not (event.id and event.name):
         raise ValueError("remote command: id and name are required")

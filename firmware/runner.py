@@ -18,7 +18,7 @@ from typing import Any
 from firmware.bookings import Bookings
 from firmware.config import TripConfig
 from firmware.core import TripCore
-from firmware.effects import CAR_OUTPUTS, CommandResult, Effect, Report
+from firmware.effects import CAR_OUTPUTS, CommandResult, Effect, OfferUpdate, Report
 from firmware.inputs import BookingsChanged, ClockMoved, Input, RemoteCommand, check_input
 from firmware.ports import Body, Clock, CloudLink, Reader, Store
 
@@ -51,6 +51,8 @@ class Runner:
         self.clock = clock
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self.core: TripCore | None = None
+        # the update agent's `offer(version)` (O-OTA-1); None: this unit takes no updates
+        self.updates: Callable[[str], None] | None = None
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -126,6 +128,9 @@ class Runner:
                 return []
         if isinstance(event, RemoteCommand) and event.name == "self_test":
             event = RemoteCommand(event.id, event.name, {**event.args, "parts": self.parts()})
+        if isinstance(event, RemoteCommand) and event.name == "update":
+            args = {**event.args, "updates": self.updates is not None}
+            event = RemoteCommand(event.id, event.name, args)
         now = self.clock.now()
         if event is None:
             event = ClockMoved()
@@ -166,3 +171,6 @@ class Runner:
         if events:
             self.cloud.outbox_changed()
         self.cloud.committed(snapshot, self.core.bookings.version)
+        for effect in effects:
+            if isinstance(effect, OfferUpdate) and self.updates is not None:
+                self.updates(effect.version)  # after the commit: its result is on its way

@@ -105,6 +105,12 @@ class Slots:
     def outcome(self) -> dict[str, Any] | None:
         return _read_json(self.outcome_file)
 
+    def outcome_reported(self) -> None:
+        """The unit has reported the last outcome to the cloud (its outbox holds it)."""
+        done = self.outcome()
+        if done is not None and not done.get("reported"):
+            _write_json(self.outcome_file, {**done, "reported": True}, _nothing)
+
     # ---- installing ------------------------------------------------------------------------
 
     def first_install(self, wheel: Path, version: str) -> None:

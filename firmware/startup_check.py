@@ -36,6 +36,8 @@ def confirm_when_healthy(unit: Any, stop: threading.Event, poll: float = 0.25) -
         if report["passed"]:
             if confirm_from_env():
                 log.info("start-up check passed: this version stays")
+            if getattr(unit, "updates", None) is not None:
+                unit.updates.poke()  # the update agent reports the outcome to the cloud
             return True
         now_failing = sorted(n for n, c in report["checks"].items() if not c["ok"])
         if now_failing != failing:

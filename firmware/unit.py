@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from firmware.clock import ManualClock, SystemClock
 from firmware.config import ConfigError, UnitConfig
 from firmware.control import Control
 from firmware.fakes import FakeBody, FakeCloudLink, FakeReader
+from firmware.inputs import UpdateStep
+from firmware.launcher import ENV_SLOTS
 from firmware.ports import Body, Clock, CloudLink, Reader, Store
 from firmware.runner import Runner
+from firmware.slots import Slots
 from firmware.store import SqliteStore
+from firmware.update_agent import UpdateAgent
+from firmware.update_gate import install_refusal
+from firmware.update_worker import UpdateWorker
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,38 @@ def make_cloud(config: UnitConfig, store: Store, clock: Clock) -> CloudLink:
     )
 
 
+def make_updates(config: UnitConfig, runner: Runner) -> UpdateWorker | None:
+    """The update agent (O-OTA), when the unit has an update repository and runs from install
+    slots under `kagi unit launch` (a unit started by hand cannot fall back, so takes none)."""
+    if not config.updates:
+        return None
+    slots_root = os.environ.get(ENV_SLOTS)
+    if not slots_root:
+        log.warning("updates: not started by `kagi unit launch`, so this unit takes no updates")
+        return None
+
+    def gate() -> str | None:
+        def ask() -> str | None:
+            core = runner.core
+            assert core is not None
+            now = runner.clock.now()
+            return install_refusal(core.state, core.overlay, core.bookings, now,
+                                   config.trip.timing, lead=config.update_lead)  # fmt: skip
+
+        refusal: str | None = runner.submit(ask).result(30)
+        return refusal
+
+    def report(step: str, **details: Any) -> None:
+        runner.post(UpdateStep(step, details))
+
+    agent = UpdateAgent(
+        Slots(Path(slots_root)), config.updates, Path(config.updates_root).read_bytes(),
+        Path(config.database).parent / "updates", gate, runner.stop, report,
+        deadline_s=config.update_deadline,
+    )  # fmt: skip
+    return UpdateWorker(agent)
+
+
 class Unit:
     """A running car unit: `start()`, then `runner.run()` on the main thread, then `close()`."""
 
@@ -106,9 +146,14 @@ class Unit:
             config.trip, config.card_key_bytes, self.store, body, reader, cloud, clock
         )
         self.control: Control | None = None
+        self.updates = make_updates(config, self.runner)
+        if self.updates is not None:
+            self.runner.updates = self.updates.offer
 
     def start(self) -> None:
         self.runner.start()
+        if self.updates is not None:
+            self.updates.start()
         if self.config.control:
             self.control = Control(self.config.control, self.runner, self.status)
             self.control.start()
@@ -134,6 +179,8 @@ class Unit:
         return status
 
     def close(self) -> None:
+        if self.updates is not None:
+            self.updates.stop()
         if self.control is not None:
             self.control.stop()
         self.runner.close()

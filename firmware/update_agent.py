@@ -37,7 +37,17 @@ class UpdateAgent:
     deadline_s: float = 300.0
     offered: str | None = None
     staged: StagedRelease | None = None
-    _waiting: str | None = field(default=None, repr=False)
+    _said: tuple[str, str | None] | None = field(default=None, repr=False)
+
+    def _say(self, step: str, reason: str | None = None, **details: Any) -> None:
+        """Report a step, once: a step retried (a download cut again, a gate still shut for the
+        same reason) is not reported again."""
+        if self._said == (step, reason):
+            return
+        self._said = (step, reason)
+        if reason is not None:
+            details["reason"] = reason
+        self.report(step, **details)
 
     def running_version(self) -> str:
         return self.slots.version(self.slots.running())
@@ -45,11 +55,12 @@ class UpdateAgent:
     def offer(self, version: str) -> None:
         """The cloud offers `version` (again, after a cut or a restart: it carries on)."""
         if version == self.running_version():
-            self.report("healthy", version=version)  # already there: nothing to do
+            self.offered = None
+            self._say("healthy", version=version)  # already there: nothing to do
             return
         if self.offered != version:
-            self.offered, self.staged, self._waiting = version, None, None
-            self.report("offered", version=version)
+            self.offered, self.staged, self._said = version, None, None
+            self._say("offered", version=version)
 
     def step(self) -> str | None:
         """Do what can be done now; the step reached (None: nothing offered)."""
@@ -57,7 +68,7 @@ class UpdateAgent:
         if version is None:
             return None
         if self.staged is None:
-            self.report("downloading", version=version)
+            self._say("downloading", version=version)
             try:
                 self.staged = fetch_release(
                     self.cloud_url, self.trusted_root, self.state, version,
@@ -65,26 +76,24 @@ class UpdateAgent:
                 )  # fmt: skip
             except UpdateRefused as exc:
                 if exc.reason in ("interrupted", "unreachable"):
-                    self.report("downloading", version=version, retry=exc.detail)
+                    self._say("downloading", exc.reason, version=version, detail=exc.detail)
                     return "downloading"  # the next step resumes it
                 self.offered = None
-                self.report("refused", version=version, reason=exc.reason, detail=exc.detail)
+                self._say("refused", exc.reason, version=version, detail=exc.detail)
                 return "refused"
-            self.report("downloaded", version=version)
+            self._say("downloaded", version=version)
         why = self.gate()
         if why is not None:
-            if why != self._waiting:
-                self.report("waiting", version=version, reason=why)
-                self._waiting = why
+            self._say("waiting", why, version=version)
             return "waiting"
         try:
             slot = self.slots.install(self.staged.unit_wheel(), version)
             self.slots.switch(slot, self.deadline_s)
         except (SlotError, OSError) as exc:
             self.offered = None
-            self.report("failed", version=version, reason=str(exc))
+            self._say("failed", str(exc), version=version)
             return "failed"
-        self.report("installed", version=version, slot=slot)
+        self._say("installed", version=version, slot=slot)
         self.offered = None
         self.restart()
         return "installed"
@@ -92,3 +101,18 @@ class UpdateAgent:
     def outcome(self) -> dict[str, Any] | None:
         """The last update's outcome as the launcher left it (healthy, or rolled back and why)."""
         return self.slots.outcome()
+
+    def report_outcome(self) -> str | None:
+        """Once the unit is up: report how the last update ended (healthy, or rolled back and
+        why), once; the result reported (None: nothing new)."""
+        done = self.slots.outcome()
+        if done is None or done.get("reported"):
+            return None
+        result = str(done["result"])
+        details = {"version": done["version"], "from_version": done.get("from_version")}
+        if done.get("reason"):
+            details["reason"] = done["reason"]
+        details["running"] = self.running_version()
+        self.report(result, **details)
+        self.slots.outcome_reported()
+        return result

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.cli_errors import refusing
-from protocol.release import ReleaseError
+from protocol.release import ReleaseError, parse_version
 from tools import flash, release
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,8 +70,10 @@ def _boards(names: list[str]) -> dict[str, dict[str, bytes]]:
 
 
 def _sign(args: argparse.Namespace) -> int:
+    parse_version(args.version)
     with tempfile.TemporaryDirectory() as tmp:
         wheel = Path(args.wheel) if args.wheel else build_wheel(Path(tmp))
+        check_wheel_version(wheel, args.version)
         current = Path(args.current).read_bytes() if args.current else None
         targets, files = release.sign(
             Path(args.keys), args.version, release.parts(wheel, _boards(args.board)), current
@@ -83,6 +85,17 @@ def _sign(args: argparse.Namespace) -> int:
     (out / "targets.json").write_bytes(targets)
     print(f"release {args.version} signed into {out} ({len(files)} files)")
     return 0
+
+
+def check_wheel_version(wheel: Path, version: str) -> None:
+    """A kagi wheel must be the version the release says: the car reports what it runs."""
+    name, _, rest = wheel.name.partition("-")
+    built = rest.partition("-")[0]
+    if name == "kagi" and built != version:
+        raise ReleaseError(
+            f"{wheel.name} is kagi {built}, not {version}: set the version in pyproject.toml "
+            "and build again, or give --version " + built
+        )
 
 
 def build_wheel(into: Path) -> Path:

@@ -58,6 +58,7 @@ class EventApplier:
             "command_result": self.command_result,
             "overtime": self.overtime,
             "card_clone_suspected": self.card_clone_suspected,
+            "update_step": self.update_step,
         }
 
     def __call__(self, event: CarEvent) -> str:
@@ -192,6 +193,15 @@ class EventApplier:
             event.car_id, str(event.data.get("card", ""))[:12], event.data.get("driver_id"),
         )  # fmt: skip
         return "kept: clone suspected"
+
+    # ---- updates ----------------------------------------------------------------------------
+
+    def update_step(self, event: CarEvent) -> str:
+        """O-OTA-1: where the car is with the version a rollout offered it."""
+        reason = event.data.get("reason") or ""
+        return self.store.record_update_step(
+            event.car_id, _text(event.data, "version"), _text(event.data, "step"), str(reason)
+        )
 
     # ---- commands ---------------------------------------------------------------------------
 

@@ -213,3 +213,31 @@ def test_every_operator_command_yields_one_result_and_an_outbox_event():
     assert [r["name"] for r in results] == list(messages.OPERATOR_COMMANDS)
     assert all(isinstance(r["code"], str) and r["code"] for r in results)
     assert Unlock() in [e for e in car.body.applied]  # the unlock of the idle car
+
+
+def test_an_update_offer_reaches_the_agent_after_its_result_is_saved_in_any_state():
+    # SPEC O-OTA-1, O-OTA-2: the offer is taken during a trip too; the agent decides when to
+    # install, and every step it reports goes out as an `update_step` event
+    car = Car()
+    assert car.command("update", version="0.2.0").code == "updates_off"  # no agent: says so
+    offered: list[tuple[str, int]] = []
+    car.runner.updates = lambda v: offered.append((v, len(car.store.pending(limit=100))))
+    car.start_by_card()
+    car.take_key()
+    pending = len(car.store.pending(limit=100))
+    result = car.command("update", version="0.2.0")
+    assert (result.ok, result.code, result.data["version"]) == (True, "update_offered", "0.2.0")
+    assert offered == [("0.2.0", pending + 1)], "offered once, after the result was committed"
+    assert car.state == "in_use", "an offer changes nothing of the trip"
+
+    from firmware.inputs import UpdateStep
+
+    car.send(UpdateStep("waiting", {"version": "0.2.0", "reason": "the car is not idle"}))
+    [step] = car.reports("update_step")
+    assert (step["step"], step["version"], step["reason"]) == (
+        "waiting", "0.2.0", "the car is not idle",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="'rebooting' is not one of"):
+        car.send(UpdateStep("rebooting", {"version": "0.2.0"}))
+    with pytest.raises(messages.MessageError, match="args.version"):
+        messages.check_args("update", {})

@@ -59,11 +59,44 @@ def test_a_release_is_made_offline_and_published_by_the_cloud(tmp_path: Path) ->
     twice = kagi(*sign, "--version", "0.2.0", "--current", current, "--out", str(tmp_path / "y"))
     assert twice.returncode == 2 and "release 0.2.0 is already published" in twice.stderr
     out3 = tmp_path / "release-0.3.0"
-    ok(*sign, "--version", "0.3.0", "--current", current, "--out", str(out3))
+    mislabelled = kagi(*sign, "--version", "0.3.0", "--current", current, "--out", str(out3))
+    assert mislabelled.returncode == 2
+    assert "kagi-0.2.0-py3-none-any.whl is kagi 0.2.0, not 0.3.0" in mislabelled.stderr
+    wheel3 = tmp_path / "kagi-0.3.0-py3-none-any.whl"
+    wheel3.write_bytes(b"PK\x03\x04 the next wheel")
+    ok("release", "sign", "--keys", str(keys), "--wheel", str(wheel3), "--version", "0.3.0",
+       "--current", current, "--out", str(out3))  # fmt: skip
     republished = kagi("cloud", "publish-release", "--repo", str(repo), str(out))
     assert republished.returncode == 2 and "is not newer than the published" in republished.stderr
     assert "serves 0.2.0, 0.3.0" in ok("cloud", "publish-release", "--repo", str(repo), str(out3))
     assert ok("cloud", "list-releases", "--repo", str(repo)).split() == ["0.2.0", "0.3.0"]
+
+    # SPEC O-OTA-1: the operator sends 0.3.0 to a station's cars, one canary first
+    db = ("--db", str(tmp_path / "cloud.db"))
+    ok("cloud", "init", *db)
+    ok("cloud", "add-station", *db, "st-1", "--name", "Station 1", "--lat", "35", "--lon", "139")
+    for car in ("car-1", "car-2", "car-3"):
+        ok("cloud", "add-car", *db, car, "--station", "st-1")
+    start = ("cloud", "rollout", "start", *db, "--repo", str(repo))
+    unknown = kagi(*start, "0.9.0", "--all")
+    assert unknown.returncode == 2
+    assert "release 0.9.0 is not published (published: 0.2.0, 0.3.0)" in unknown.stderr
+    shown = ok(*start, "0.3.0", "--station", "st-1", "--canary", "car-2")
+    assert "rollout 1 of 0.3.0 started for 3 cars (canaries first: car-2)" in shown
+    busy = kagi(*start, "0.3.0", "--all")
+    assert busy.returncode == 2 and "rollout 1 of 0.3.0 is still going" in busy.stderr
+    lines = ok("cloud", "rollout", "show", *db).splitlines()
+    assert lines[0] == "rollout 1 of 0.3.0: running, stage canary"
+    assert [line.split() for line in lines[1:]] == [
+        ["car-2", "canary", "pending"], ["car-1", "pending"], ["car-3", "pending"],
+    ]  # fmt: skip
+    assert "paused" in ok("cloud", "rollout", "pause", *db, "1")
+    twice = kagi("cloud", "rollout", "pause", *db, "1")
+    assert twice.returncode == 2 and "rollout 1 is paused: it cannot pause" in twice.stderr
+    assert "running" in ok("cloud", "rollout", "resume", *db, "1")
+    assert "aborted" in ok("cloud", "rollout", "abort", *db, "1")
+    listed = ok("cloud", "rollout", "list", *db).split("\t")
+    assert listed[:4] == ["1", "0.3.0", "aborted", "canary"]
 
 
 def test_a_release_signed_with_other_keys_is_refused(tmp_path: Path) -> None:

@@ -239,5 +239,5 @@ def test_an_update_offer_reaches_the_agent_after_its_result_is_saved_in_any_stat
     )  # fmt: skip
     with pytest.raises(ValueError, match="'rebooting' is not one of"):
         car.send(UpdateStep("rebooting", {"version": "0.2.0"}))
-    with pytest.raises(messages.MessageError, match="args.version"):
+    with pytest.raises(messages.MessageError, match=r"args\.version"):
         messages.check_args("update", {})

@@ -332,7 +332,7 @@ def create_app(cloud: Cloud, tokens: Tokens, updates: UpdateRepo | None = None) 
 
     console = Console(cloud)
     add_console_api(app, console, tokens)
-    add_console(app, console, tokens)
+    add_console(app, console, tokens, published=None if updates is None else updates.versions)
     if updates is not None:
         from cloud.api_updates import add_update_routes  # the cars' releases (O-OTA-1)
 

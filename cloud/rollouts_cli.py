@@ -81,7 +81,7 @@ def _list(args: argparse.Namespace) -> int:
     with open_store(args.db) as store:
         found = store.list_rollouts()
     if args.json:
-        print(json.dumps([_plain(r) for r in found], indent=2))
+        print(json.dumps([as_record(r) for r in found], indent=2))
         return 0
     for r in found:
         print(f"{r.rollout_id}\t{r.version}\t{r.status}\t{r.stage}\t{r.reason}")
@@ -97,7 +97,7 @@ def _show(args: argparse.Namespace) -> int:
         else:
             found = store.get_rollout(args.rollout_id)
     if args.json:
-        print(json.dumps(_plain(found), indent=2))
+        print(json.dumps(as_record(found), indent=2))
         return 0
     print(f"rollout {found.rollout_id} of {found.version}: {found.status}, stage {found.stage}"
           + (f" ({found.reason})" if found.reason else ""))  # fmt: skip
@@ -114,7 +114,7 @@ def _act(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plain(r: Rollout) -> dict[str, Any]:
+def as_record(r: Rollout) -> dict[str, Any]:
     return {
         "rollout_id": r.rollout_id, "version": r.version, "status": r.status,
         "stage": r.stage, "reason": r.reason, "created_by": r.created_by,

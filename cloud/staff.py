@@ -1,6 +1,7 @@
 """Who on the operator's staff may do what (SPEC O-ROLE-1), as data.
 
-An action is a name: the reads (`fleet`, `car`, `events`, `alerts`, `audit`, `staff`, `admin`),
+An action is a name: the reads (`fleet`, `car`, `events`, `alerts`, `audit`, `staff`, `admin`,
+`updates`),
 the changes (`acknowledge_alert`, `manage_staff`, `admin_change`) and each operator command as
 `command:<name>`. An operator may do everything; a viewer only the reads; a technician, granted
 one car and a time window, may see that car and put it into service mode or run its self-test
@@ -15,7 +16,7 @@ from cloud.store.console import Staff
 from protocol.messages import OPERATOR_COMMANDS
 
 CONSOLE_COMMANDS = (*OPERATOR_COMMANDS, "locate")
-READS = ("fleet", "car", "events", "alerts", "audit", "staff", "admin")
+READS = ("fleet", "car", "events", "alerts", "audit", "staff", "admin", "updates")
 CHANGES = (
     "acknowledge_alert",
     "manage_staff",

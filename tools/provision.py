@@ -84,6 +84,8 @@ def add_commands(cmds: Any) -> None:
     unit.add_argument("--card-master-key", default="", help="FeliCa Lite-S card master key, hex")
     unit.add_argument("--database", default="unit.db", help="relative to the file (unit.db)")
     unit.add_argument("--control", default="control.sock", help="the control socket (monitor)")
+    unit.add_argument("--updates", help="the cloud's web address the updates come from (O-OTA)")
+    unit.add_argument("--updates-root", help="the operator's root.json that signs the updates")
     debug_option(p)
     p.set_defaults(func=_run)
 
@@ -351,6 +353,8 @@ def provision(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             "cloud": cloud,
             "cloud_public_key": args.cloud_public_key or facts.public_key or None,
             "cloud_ca": str(Path(args.cloud_ca).resolve()) if args.cloud_ca else None,
+            "updates": args.updates or None,
+            "updates_root": str(Path(args.updates_root).resolve()) if args.updates_root else None,
         }
         config = write_config(path, config_text(unit, facts.station), args.force)
         notes.append(("ok", "config", f"{path} written; the unit accepts it"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Form, Request
@@ -138,9 +139,14 @@ BUTTONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 EVENT_COLUMNS = ("seq", "type", "car_time", "cloud_time", "outcome", "data")
 
 
-def add_console(app: FastAPI, console: Console, tokens: Tokens, *, secure: bool = False) -> None:
+def add_console(
+    app: FastAPI, console: Console, tokens: Tokens, *, secure: bool = False,
+    published: Callable[[], list[str]] | None = None,
+) -> None:  # fmt: skip
+    """The console's pages; `published` lists the releases the cloud serves (None: no update
+    repository)."""
     from cloud.fleet_feed import FleetFeed
-    from cloud.web import console_accounts, console_admin
+    from cloud.web import console_accounts, console_admin, console_updates
 
     site = ConsoleSite(console, tokens, TEXTS, secure)
     feed = FleetFeed(console.store, console.row)
@@ -408,4 +414,5 @@ def add_console(app: FastAPI, console: Console, tokens: Tokens, *, secure: bool 
 
     console_admin.add_routes(routes, site)
     console_accounts.add_routes(routes, site)
+    console_updates.add_routes(routes, site, published)
     app.include_router(routes)

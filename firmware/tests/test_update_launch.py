@@ -5,7 +5,6 @@ reached) is killed at its deadline, and the version before starts again by itsel
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from firmware.slots import Slots
 from firmware.tests.test_cli import IDM, T0, snapshot
-from firmware.tests.unit_process import UnitProcess, kagi_command, write_config
+from firmware.tests.unit_process import write_config
+from tools.rig.launched_unit import LaunchedUnit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,29 +30,6 @@ def kagi_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     return next(out.glob("kagi-*.whl"))
-
-
-class LaunchedUnit(UnitProcess):
-    """`kagi unit launch`: the launcher, and the unit it starts from the slots."""
-
-    def __init__(self, folder: Path, slots: Path) -> None:
-        super().__init__(folder)
-        self.slots = slots
-
-    def spawn(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*kagi_command(), "unit", "launch", "--slots", str(self.slots),
-                 "--config", str(self.config)],
-                cwd=self.folder, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            )  # fmt: skip
-
-    def close(self) -> None:
-        self.drop_connection()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(20)
-        self.proc = None
 
 
 def until(check, what: str, timeout: float = 30.0):
@@ -76,6 +53,7 @@ def test_a_new_version_starts_from_its_slot_passes_its_check_and_serves_a_trip(
     tmp_path: Path, installed: Slots, kagi_wheel: Path
 ) -> None:
     installed.switch(installed.install(kagi_wheel, "0.2.0"), deadline_s=60)
+    write_config(tmp_path / "car")
     unit = LaunchedUnit(tmp_path / "car", installed.root)
     try:
         unit.start(timeout=30)

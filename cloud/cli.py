@@ -21,6 +21,7 @@ from typing import Any
 
 from cloud import accounts_cli, rollouts_cli, updates_cli
 from cloud.auth import hash_password
+from cloud.cli_errors import refusing
 from cloud.demo import DEMO, DEMO_FLEET_KEY, DEMO_PASSWORD, STAFF_PASSWORD
 from cloud.store import DEFAULT_DB, Store, StoreError, open_store
 from cloud.store.fleet import FLEET_KEY
@@ -53,6 +54,9 @@ FILTERS = sorted({name for _, takes in LISTS.values() for name in takes})
 
 class UsageError(Exception):
     """A command-line value that is wrong before the database is even opened."""
+
+
+_guarded = refusing("cloud", StoreError, UsageError)
 
 
 def add_parser(rooms: Any) -> None:
@@ -240,19 +244,6 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
-
-
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (StoreError, UsageError) as exc:
-            if args.debug:
-                raise
-            print(f"kagi cloud {args.command}: {exc}", file=sys.stderr)
-            return 2
-
-    return run
 
 
 def _open(args: argparse.Namespace, migrate: bool = False) -> Store:

@@ -81,7 +81,7 @@ class UpdateAgent:
                 self.offered = None
                 self._say("refused", exc.reason, version=version, detail=exc.detail)
                 return "refused"
-            self._say("downloaded", version=version)
+            self._say("downloaded", version=version, bytes=self.staged.fetched)
         why = self.gate()
         if why is not None:
             self._say("waiting", why, version=version)

@@ -106,6 +106,7 @@ class StagedRelease:
     version: str
     files: dict[str, Path]
     described: dict[str, rel.ReleaseFile]
+    fetched: int = 0  # bytes that came over the network for it (metadata and files)
 
     def unit_wheel(self) -> Path:
         return next(self.files[p] for p, d in self.described.items() if d.kind == "unit")
@@ -164,7 +165,7 @@ def fetch_release(
         described[path] = rel.describe(path, info.length, info.custom)
         files[path] = Path(_download(updater, fetcher, info, staging))
     fetcher.forget()
-    return StagedRelease(version, files, described)
+    return StagedRelease(version, files, described, sum(fetcher.received.values()))
 
 
 def _download(updater: Updater, fetcher: ResumingFetcher, info: TargetFile, staging: Path) -> str:

@@ -62,6 +62,8 @@ def test_an_update_offered_during_a_trip_waits_until_the_car_is_idle(
     assert updates.step() == "waiting"  # reported once
     assert car.names() == ["offered", "downloading", "downloaded", "waiting"]
     assert car.steps[-1][1]["reason"] == "the car is not idle (in_use)"
+    wheel_size = len(wheel(tmp_path, "0.2.0").read_bytes())
+    assert car.steps[2][1]["bytes"] > wheel_size, "the wheel, the board files and the metadata"
     assert unit.running() == "a" and not (unit.root / "trial.json").exists()
     assert car.restarts == 0
 
@@ -74,6 +76,10 @@ def test_an_update_offered_during_a_trip_waits_until_the_car_is_idle(
     )  # fmt: skip
     assert updates.outcome() is not None and updates.outcome()["result"] == "healthy"  # type: ignore[index]
     assert updates.running_version() == "0.2.0"
+    assert updates.report_outcome() == "healthy"  # the new version says how it went, once
+    assert car.steps[-1] == ("healthy", {"version": "0.2.0", "from_version": "0.1.0",
+                                         "running": "0.2.0"})  # fmt: skip
+    assert updates.report_outcome() is None
     updates.offer("0.2.0")
     assert car.names()[-1] == "healthy"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +26,24 @@ from cloud.store import InvalidValue, Store
 from cloud.store.rollouts import Rollout
 
 log = logging.getLogger("cloud.rollouts")
+FLEET_CONFIG = "updates.fleet_config"  # the setting: the fleet configuration every car should run
+
+
+def push_config(store: Store, published: Sequence[int], version: int) -> None:
+    """O-OTA-4: every car is to run fleet configuration `version` (published in the repository)."""
+    if version not in published:
+        known = ", ".join(map(str, published)) or "none"
+        raise InvalidValue(
+            "version", f"configuration {version} is not published (published: {known})"
+        )
+    current = store.get_setting(FLEET_CONFIG)
+    if current is not None and version < int(current):
+        raise InvalidValue(
+            "version",
+            f"configuration {version} is older than {current}, sent already: the cars refuse an "
+            "older one; publish a newer one",
+        )
+    store.set_setting(FLEET_CONFIG, str(version))
 
 
 def start(
@@ -65,6 +84,33 @@ class RolloutDriver:
         self.command_timeout, self.parallel = command_timeout, parallel
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._config_offered: dict[str, float] = {}  # car → when (monotonic) it was offered
+
+    def offer_config_due(self) -> int:
+        """O-OTA-4: offer the fleet configuration to every online car that does not report it
+        (again after `reoffer_after`); how many took the offer."""
+        wanted = self.store.get_setting(FLEET_CONFIG)
+        if wanted is None:
+            return 0
+        version, now = int(wanted), time.monotonic()
+        again = self.reoffer_after.total_seconds()
+        due = [s.car_id for s in self.store.list_car_status()
+               if s.online and s.state is not None and s.state.get("config") != version
+               and now - self._config_offered.get(s.car_id, -again) >= again]  # fmt: skip
+        if not due:
+            return 0
+        with ThreadPoolExecutor(min(self.parallel, len(due))) as pool:
+            return sum(pool.map(lambda car: self._offer_config(car, version, now), due))
+
+    def _offer_config(self, car_id: str, version: int, now: float) -> bool:
+        try:
+            result = self.cars.send(car_id, "configure", {"version": version},
+                                    self.command_timeout)  # fmt: skip
+        except Refused as exc:
+            log.info("fleet configuration %s: %s not offered now: %s", version, car_id, exc)
+            return False
+        self._config_offered[car_id] = now
+        return bool(result.get("ok"))
 
     def offer_due(self) -> int:
         """Offer the version to every car due an offer now; how many cars took the offer."""
@@ -96,6 +142,7 @@ class RolloutDriver:
         while not self._stop.is_set():
             try:
                 self.offer_due()
+                self.offer_config_due()
             except Exception:  # a store that is away for a moment: the next round retries
                 log.exception("rollouts: offering failed")
             self._stop.wait(self.interval)

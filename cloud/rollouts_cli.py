@@ -46,6 +46,12 @@ def add_commands(cmds: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_refusing(_show))
 
+    text = "send a published fleet configuration (O-OTA-4) to every car, applied between trips"
+    p = sub.add_parser("config", parents=parents, help=text, description=text)
+    p.add_argument("version", type=int, help="a configuration published in the repository")
+    p.add_argument("--repo", required=True, help="the update repository's folder")
+    p.set_defaults(func=_refusing(_config))
+
     for action, says in (
         ("pause", "offer to no more cars until resumed"),
         ("resume", "go on with a paused rollout"),
@@ -69,6 +75,14 @@ def _start(args: argparse.Namespace) -> int:
         )
     print(f"rollout {started.rollout_id} of {started.version} started for "
           f"{len(started.cars)} cars ({_canaries(started)})")  # fmt: skip
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    published = open_repo(args.repo).config_versions()
+    with open_store(args.db) as store:
+        rollouts.push_config(store, published, args.version)
+    print(f"fleet configuration {args.version}: offered to every car as it is online")
     return 0
 
 

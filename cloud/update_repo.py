@@ -121,12 +121,20 @@ class UpdateRepo:
         return self.versions()
 
     def versions(self) -> list[str]:
+        """The releases published, oldest first."""
+        found = {f.version for f in self._files() if f.kind != "config"}
+        return sorted(found, key=rel.parse_version)
+
+    def config_versions(self) -> list[int]:
+        """The fleet configurations published (O-OTA-4), oldest first."""
+        return sorted(int(f.version) for f in self._files() if f.kind == "config")
+
+    def _files(self) -> list[rel.ReleaseFile]:
         current = self.current_targets()
         if current is None:
             return []
         targets = Metadata[Targets].from_bytes(current).signed
-        found = {rel.describe(p, t.length, t.custom).version for p, t in targets.targets.items()}
-        return sorted(found, key=rel.parse_version)
+        return [rel.describe(p, t.length, t.custom) for p, t in targets.targets.items()]
 
     # ---- keeping it live -------------------------------------------------------------------
 

@@ -63,7 +63,9 @@ def _publish(args: argparse.Namespace) -> int:
         if p.is_file()
     }
     versions = repo.publish(targets, files)
-    print(f"published; the repository serves {', '.join(versions)}")
+    configs = repo.config_versions()
+    print(f"published; the repository serves {', '.join(versions) or 'no release'}"
+          + (f" and configuration {configs[-1]}" if configs else ""))  # fmt: skip
     return 0
 
 

@@ -80,7 +80,9 @@ def firmware_version() -> str:
 # ---- the state topic ----------------------------------------------------------------------------
 
 
-def state_fields(snapshot: dict[str, Any], bookings_version: int, firmware: str) -> dict[str, Any]:
+def state_fields(
+    snapshot: dict[str, Any], bookings_version: int, firmware: str, config: int = 0
+) -> dict[str, Any]:
     """What the `state` topic says of the car (S-SYNC-4), from the trip state the runner saved."""
     data = snapshot["data"]
     sensors, outputs, trip = data["sensors"], data["outputs"], data.get("trip")
@@ -108,6 +110,7 @@ def state_fields(snapshot: dict[str, Any], bookings_version: int, firmware: str)
         "position": {"lat": position[0], "lon": position[1]} if position else None,
         "bookings_version": bookings_version,
         "firmware": firmware,
+        "config": config,  # O-OTA-4: the fleet configuration it runs (0: none applied)
     }
 
 
@@ -169,6 +172,7 @@ class MqttCloudLink:
         self.clock = clock
         self.settings = settings or LinkSettings()
         self.firmware = firmware or firmware_version()
+        self.config_version = 0  # the fleet configuration applied (the unit sets it)
         self._topic = {kind: topics.topic(car_id, kind) for kind in topics.KINDS}
         self._submit: Submit | None = None
 
@@ -623,7 +627,7 @@ class MqttCloudLink:
         if state is None:
             return
         snapshot, version = state
-        fields = state_fields(snapshot, version, self.firmware)
+        fields = state_fields(snapshot, version, self.firmware, self.config_version)
         if fields == self._published_state:
             return
         at = snapshot["data"].get("last_time") or self.clock.now()

@@ -7,6 +7,7 @@ The defaults are the operator's guide's. A bad file is refused with the key and 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 import types
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from firmware.broker_url import parse_cloud_url
+from protocol.release import FLEET_TABLES
+
+FLEET_FILE = "fleet-config.json"  # beside unit.toml: the fleet configuration the car applied
 
 
 class ConfigError(ValueError):
@@ -145,6 +149,11 @@ class UnitConfig:
     update_lead: int = duration("30m")
     update_deadline: int = duration("5m")
     trip: TripConfig = field(default_factory=TripConfig)
+    # not keys of the file: the fleet configuration applied (O-OTA-4, FLEET_FILE), and the
+    # file's own trip tables the next one applies over
+    fleet_config_version: int = 0
+    raw_trip: dict[str, Any] = field(default_factory=dict, compare=False)
+    folder: str = ""  # where the file is (and FLEET_FILE beside it)
 
     @property
     def card_key_bytes(self) -> bytes:
@@ -296,9 +305,11 @@ def load_unit_config(path: str | Path) -> UnitConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     unit = dict(raw.pop("unit", {}) or {})
-    if "trip" in unit:
-        raise ConfigError("unit.trip: unknown key")
-    unit["trip"] = raw
+    for own in ("trip", "folder", "fleet_config_version", "raw_trip"):
+        if own in unit:
+            raise ConfigError(f"unit.{own}: unknown key")
+    fleet = _fleet_file(path.resolve().parent / FLEET_FILE)
+    unit["trip"] = with_fleet(raw, fleet[1]) if fleet else raw
     try:
         config: UnitConfig = _build(UnitConfig, unit, "unit.")
     except ConfigError as exc:
@@ -324,5 +335,55 @@ def load_unit_config(path: str | Path) -> UnitConfig:
             raise ConfigError(f"unit.updates_root: no such file: {root}")
     return dataclasses.replace(
         config, database=str(base / config.database), control=control, cloud_ca=ca,
-        updates_root=root,
+        updates_root=root, fleet_config_version=fleet[0] if fleet else 0, raw_trip=raw,
+        folder=str(base),
     )  # fmt: skip
+
+
+def _fleet_file(path: Path) -> tuple[int, dict[str, Any]] | None:
+    """The fleet configuration the car applied before (None: none yet)."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a fleet configuration: {exc}") from None
+    try:
+        return check_fleet_config(body)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+# ---- the fleet configuration (O-OTA-4) ----------------------------------------------------------
+
+
+def check_fleet_config(body: object) -> tuple[int, dict[str, Any]]:
+    """A fleet configuration as the operator signs it: `{"version": N, <FLEET_TABLES>…}`; its
+    version and tables, or ConfigError naming what is wrong (as a car would refuse it)."""
+    if not isinstance(body, dict):
+        raise ConfigError("fleet configuration: expected an object")
+    version = body.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"version: expected a whole number from 1, got {version!r}")
+    tables = {k: v for k, v in body.items() if k != "version"}
+    stray = sorted(set(tables) - set(FLEET_TABLES))
+    if stray:
+        raise ConfigError(f"{stray[0]}: not set by the fleet configuration "
+                          f"(it sets {', '.join(FLEET_TABLES)})")  # fmt: skip
+    _check(_build(TripConfig, tables, ""))
+    return version, tables
+
+
+def with_fleet(trip: dict[str, Any], tables: dict[str, Any]) -> dict[str, Any]:
+    """The car's trip tables with the fleet configuration's over them, key by key."""
+    merged = dict(trip)
+    for name, table in tables.items():
+        merged[name] = {**(merged.get(name) or {}), **table}
+    return merged
+
+
+def apply_fleet(config: UnitConfig, tables: dict[str, Any], raw_trip: dict[str, Any]) -> TripConfig:
+    """The trip configuration the car runs with `tables` applied over its own file's."""
+    trip: TripConfig = _build(TripConfig, with_fleet(raw_trip, tables), "")
+    _check(dataclasses.replace(config, trip=trip))
+    return trip

@@ -37,6 +37,7 @@ from firmware.effects import (
     Hazard,
     Immobiliser,
     Lock,
+    OfferConfig,
     OfferUpdate,
     Prompt,
     ReaderLed,
@@ -50,6 +51,7 @@ from firmware.inputs import (
     CardTapped,
     ClockMoved,
     ClockSkew,
+    ConfigStep,
     DoorChanged,
     EngineChanged,
     Input,
@@ -250,6 +252,8 @@ class TripCore:
                 self._board_link(up, reason, board)
             case UpdateStep(step=step, details=details):
                 self._report("update_step", step=step, **details)
+            case ConfigStep(step=step, details=details):
+                self._report("config_step", step=step, **details)
             case ClockSkew(offset=offset, source=source):
                 # only reported: the unit keeps its clock (a wrong cloud must not move it)
                 self._report("clock_skew", offset_s=round(offset, 3), source=source)
@@ -717,6 +721,7 @@ class TripCore:
             "service_mode": self._cmd_service_mode,
             "self_test": self._cmd_self_test,
             "update": self._cmd_update,
+            "configure": self._cmd_configure,
         }
 
     def _cmd_update(self, cmd: RemoteCommand) -> CommandOutcome:
@@ -727,6 +732,18 @@ class TripCore:
             return False, "updates_off", {"version": version}
         self._emit(OfferUpdate(version))
         return True, "update_offered", {"version": version}
+
+    def _cmd_configure(self, cmd: RemoteCommand) -> CommandOutcome:
+        """O-OTA-4: taken in any state; the agent applies it between trips."""
+        version = cmd.args["version"]
+        if not cmd.args.get("updates"):
+            return False, "updates_off", {"version": version}
+        self._emit(OfferConfig(version))
+        return True, "config_offered", {"version": version}
+
+    def reconfigure(self, config: TripConfig) -> None:
+        """O-OTA-4: run with `config` from now on (only between trips: the caller checks)."""
+        self.config, self.timing = config, config.timing
 
     def _unavailable(self) -> str | None:
         """Why no reservation may start now, by the operator's doing (None: it may)."""

@@ -75,9 +75,18 @@ class OfferUpdate:
     version: str
 
 
+@dataclass(frozen=True)
+class OfferConfig:
+    """The cloud offers fleet configuration `version` (O-OTA-4): for the configuration agent,
+    which applies it between trips."""
+
+    version: int
+
+
 Effect = (
-    Lock | Unlock | Immobiliser | Hazard | ReaderLed | Prompt | Report | CommandResult | OfferUpdate
-)
+    Lock | Unlock | Immobiliser | Hazard | ReaderLed | Prompt | Report | CommandResult
+    | OfferUpdate | OfferConfig
+)  # fmt: skip
 
 CAR_OUTPUTS = (Lock, Unlock, Immobiliser, Hazard, ReaderLed, Prompt)
 

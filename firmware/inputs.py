@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.bookings import Bookings
-from protocol.messages import UPDATE_STEPS
+from protocol.messages import CONFIG_STEPS, UPDATE_STEPS
 
 DOORS = ("driver", "passenger", "rear_left", "rear_right", "tailgate")
 KEY_POSITIONS = ("lend", "return")  # 貸出 / 返却
@@ -120,6 +120,14 @@ class UpdateStep:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ConfigStep:
+    """The configuration agent reached a step of an offered fleet configuration (O-OTA-4)."""
+
+    step: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 Input = (
     CardTapped
     | DoorChanged
@@ -135,6 +143,7 @@ Input = (
     | BoardLinkChanged
     | ClockSkew
     | UpdateStep
+    | ConfigStep
 )
 
 
@@ -152,5 +161,7 @@ def check_input(event: Input) -> None:
         raise ValueError(f"position: out of range ({event.lat}, {event.lon})")
     if isinstance(event, UpdateStep) and event.step not in UPDATE_STEPS:
         raise ValueError(f"update step: {event.step!r} is not one of {UPDATE_STEPS}")
+    if isinstance(event, ConfigStep) and event.step not in CONFIG_STEPS:
+        raise ValueError(f"config step: {event.step!r} is not one of {CONFIG_STEPS}")
     if isinstance(event, RemoteCommand) and not (event.id and event.name):
         raise ValueError("remote command: id and name are required")

@@ -18,7 +18,7 @@ from typing import Any
 from firmware.bookings import Bookings
 from firmware.config import TripConfig
 from firmware.core import TripCore
-from firmware.effects import CAR_OUTPUTS, CommandResult, Effect, OfferUpdate, Report
+from firmware.effects import CAR_OUTPUTS, CommandResult, Effect, OfferConfig, OfferUpdate, Report
 from firmware.inputs import BookingsChanged, ClockMoved, Input, RemoteCommand, check_input
 from firmware.ports import Body, Clock, CloudLink, Reader, Store
 
@@ -51,8 +51,10 @@ class Runner:
         self.clock = clock
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self.core: TripCore | None = None
-        # the update agent's `offer(version)` (O-OTA-1); None: this unit takes no updates
+        # the update agent's `offer(version)` (O-OTA-1) and the configuration agent's
+        # (O-OTA-4); None: this unit takes no updates
         self.updates: Callable[[str], None] | None = None
+        self.configure: Callable[[int], None] | None = None
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -128,8 +130,9 @@ class Runner:
                 return []
         if isinstance(event, RemoteCommand) and event.name == "self_test":
             event = RemoteCommand(event.id, event.name, {**event.args, "parts": self.parts()})
-        if isinstance(event, RemoteCommand) and event.name == "update":
-            args = {**event.args, "updates": self.updates is not None}
+        if isinstance(event, RemoteCommand) and event.name in ("update", "configure"):
+            agent = self.updates if event.name == "update" else self.configure
+            args = {**event.args, "updates": agent is not None}
             event = RemoteCommand(event.id, event.name, args)
         now = self.clock.now()
         if event is None:
@@ -174,3 +177,11 @@ class Runner:
         for effect in effects:
             if isinstance(effect, OfferUpdate) and self.updates is not None:
                 self.updates(effect.version)  # after the commit: its result is on its way
+            if isinstance(effect, OfferConfig) and self.configure is not None:
+                self.configure(effect.version)
+
+    def reconfigure(self, config: TripConfig) -> None:
+        """O-OTA-4: the trip configuration from now on (on the runner's thread, between trips)."""
+        assert self.core is not None
+        self.config = config
+        self.core.reconfigure(config)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from firmware.clock import ManualClock, SystemClock
-from firmware.config import ConfigError, UnitConfig
+from firmware.config import ConfigError, TripConfig, UnitConfig
+from firmware.config_agent import ConfigAgent, apply_between_trips
 from firmware.control import Control
 from firmware.fakes import FakeBody, FakeCloudLink, FakeReader
-from firmware.inputs import UpdateStep
+from firmware.inputs import ConfigStep, UpdateStep
 from firmware.launcher import ENV_SLOTS
 from firmware.ports import Body, Clock, CloudLink, Reader, Store
 from firmware.runner import Runner
@@ -77,7 +78,7 @@ def make_cloud(config: UnitConfig, store: Store, clock: Clock) -> CloudLink:
             hold=config.cloud_hold,
         )
         try:
-            return MqttCloudLink(
+            link = MqttCloudLink(
                 url,
                 config.car_id,
                 config.cloud_public_key,
@@ -88,6 +89,8 @@ def make_cloud(config: UnitConfig, store: Store, clock: Clock) -> CloudLink:
             )
         except ValueError as exc:
             raise ConfigError(f"unit.cloud: {exc}") from None
+        link.config_version = config.fleet_config_version
+        return link
     raise ConfigError(
         f"unit.cloud: no cloud adapter for {url!r} (this build knows: none:, mqtt://, mqtts://)"
     )
@@ -117,12 +120,25 @@ def make_updates(config: UnitConfig, runner: Runner) -> UpdateWorker | None:
     def report(step: str, **details: Any) -> None:
         runner.post(UpdateStep(step, details))
 
+    root, state = Path(config.updates_root).read_bytes(), Path(config.database).parent / "updates"
     agent = UpdateAgent(
-        Slots(Path(slots_root)), config.updates, Path(config.updates_root).read_bytes(),
-        Path(config.database).parent / "updates", gate, runner.stop, report,
+        Slots(Path(slots_root)), config.updates, root, state, gate, runner.stop, report,
         deadline_s=config.update_deadline,
     )  # fmt: skip
-    return UpdateWorker(agent)
+
+    def apply(version: int, body: bytes, trip: TripConfig) -> str | None:
+        def job() -> str | None:
+            return apply_between_trips(runner, Path(config.folder), version, body, trip)
+
+        refusal: str | None = runner.submit(job).result(30)
+        return refusal
+
+    def config_report(step: str, **details: Any) -> None:
+        runner.post(ConfigStep(step, details))
+
+    configure = ConfigAgent(config, config.updates, root, state, apply, config_report,
+                            running=config.fleet_config_version)  # fmt: skip
+    return UpdateWorker(agent, configure)
 
 
 class Unit:
@@ -149,6 +165,7 @@ class Unit:
         self.updates = make_updates(config, self.runner)
         if self.updates is not None:
             self.runner.updates = self.updates.offer
+            self.runner.configure = self.updates.offer_config
 
     def start(self) -> None:
         self.runner.start()

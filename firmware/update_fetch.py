@@ -127,10 +127,54 @@ def fetch_release(
     keeping TUF metadata and the staged files under `state`; UpdateRefused with the reason."""
     if rel.parse_version(version) < rel.parse_version(running):
         raise UpdateRefused("older", f"release {version} is older than the running {running}")
-    metadata, staging = state / "metadata", state / "staging" / version
+    staging = state / "staging" / version
+    fetcher = fetcher or ResumingFetcher(state / "partial")
+    updater = _refreshed(base_url, trusted_root, state, staging, fetcher)
+    index = updater.get_targetinfo(rel.index_path(version))
+    if index is None:
+        raise UpdateRefused("unknown", f"the cloud's signed targets hold no release {version}")
+    listed = json.loads(Path(_download(updater, fetcher, index, staging)).read_bytes())["files"]
+    files: dict[str, Path] = {}
+    described: dict[str, rel.ReleaseFile] = {}
+    for path in listed:
+        info = updater.get_targetinfo(path)
+        if info is None:
+            raise UpdateRefused("unknown", f"release {version} lists {path}, which is not signed")
+        described[path] = rel.describe(path, info.length, info.custom)
+        files[path] = Path(_download(updater, fetcher, info, staging))
+    fetcher.forget()
+    return StagedRelease(version, files, described, sum(fetcher.received.values()))
+
+
+def fetch_config(
+    base_url: str, trusted_root: bytes, state: Path, version: int, running: int
+) -> tuple[bytes, int]:
+    """Verify and download fleet configuration `version` (O-OTA-4) with the same checks as a
+    release; its JSON and the bytes fetched, or UpdateRefused with the reason."""
+    if version <= running:
+        raise UpdateRefused("older", f"configuration {version} is not newer than the {running} "
+                            "this car runs")  # fmt: skip
+    staging = state / "staging" / f"config-{version}"
+    fetcher = ResumingFetcher(state / "partial")
+    updater = _refreshed(base_url, trusted_root, state, staging, fetcher)
+    info = updater.get_targetinfo(rel.config_path(version))
+    if info is None:
+        raise UpdateRefused(
+            "unknown", f"the cloud's signed targets hold no configuration {version}"
+        )
+    body = Path(_download(updater, fetcher, info, staging)).read_bytes()
+    fetcher.forget()
+    return body, sum(fetcher.received.values())
+
+
+def _refreshed(
+    base_url: str, trusted_root: bytes, state: Path, staging: Path, fetcher: ResumingFetcher
+) -> Updater:
+    """python-tuf's client on the cloud's repository, its metadata brought up to date (from
+    what the car held, or the root it was provisioned with); UpdateRefused with the reason."""
+    metadata = state / "metadata"
     metadata.mkdir(parents=True, exist_ok=True)
     staging.mkdir(parents=True, exist_ok=True)
-    fetcher = fetcher or ResumingFetcher(state / "partial")
     known = metadata / "root.json"
     updater = Updater(
         str(metadata),
@@ -152,20 +196,7 @@ def fetch_release(
         raise UpdateRefused("metadata", str(exc)) from exc
     except tuf_errors.DownloadError as exc:
         raise UpdateRefused("unreachable", str(exc)) from exc
-    index = updater.get_targetinfo(rel.index_path(version))
-    if index is None:
-        raise UpdateRefused("unknown", f"the cloud's signed targets hold no release {version}")
-    listed = json.loads(Path(_download(updater, fetcher, index, staging)).read_bytes())["files"]
-    files: dict[str, Path] = {}
-    described: dict[str, rel.ReleaseFile] = {}
-    for path in listed:
-        info = updater.get_targetinfo(path)
-        if info is None:
-            raise UpdateRefused("unknown", f"release {version} lists {path}, which is not signed")
-        described[path] = rel.describe(path, info.length, info.custom)
-        files[path] = Path(_download(updater, fetcher, info, staging))
-    fetcher.forget()
-    return StagedRelease(version, files, described, sum(fetcher.received.values()))
+    return updater
 
 
 def _download(updater: Updater, fetcher: ResumingFetcher, info: TargetFile, staging: Path) -> str:

@@ -10,16 +10,20 @@ from __future__ import annotations
 import logging
 import threading
 
+from firmware.config_agent import ConfigAgent
 from firmware.update_agent import UpdateAgent
 
 log = logging.getLogger(__name__)
 
 
 class UpdateWorker:
-    def __init__(self, agent: UpdateAgent, retry: float = 5.0) -> None:
-        self.agent, self.retry = agent, retry
+    def __init__(
+        self, agent: UpdateAgent, config: ConfigAgent | None = None, retry: float = 5.0
+    ) -> None:
+        self.agent, self.config, self.retry = agent, config, retry
         self._lock = threading.Lock()
         self._offered: str | None = None
+        self._config_offered: int | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -28,6 +32,12 @@ class UpdateWorker:
         """From any thread (the runner, after the command's result is committed)."""
         with self._lock:
             self._offered = version
+        self._wake.set()
+
+    def offer_config(self, version: int) -> None:
+        """A fleet configuration (O-OTA-4), from any thread."""
+        with self._lock:
+            self._config_offered = version
         self._wake.set()
 
     def poke(self) -> None:
@@ -48,6 +58,8 @@ class UpdateWorker:
         while not self._stop.is_set():
             with self._lock:
                 version, self._offered = self._offered, None
+                config, self._config_offered = self._config_offered, None
+            self._configure(config)
             step: str | None = "failed"
             try:
                 self.agent.report_outcome()
@@ -60,5 +72,16 @@ class UpdateWorker:
                 log.info("updates: %s %s", self.agent.offered or version, step)
             if step == "installed":
                 return  # the unit restarts into the new version
-            self._wake.wait(self.retry if self.agent.offered or step == "failed" else None)
+            again = self.agent.offered or step == "failed" or (self.config and self.config.offered)
+            self._wake.wait(self.retry if again else None)
             self._wake.clear()
+
+    def _configure(self, version: int | None) -> None:
+        if self.config is None:
+            return
+        try:
+            if version is not None:
+                self.config.offer(version)
+            self.config.step()
+        except Exception:  # never takes the unit (or its updates) with it
+            log.exception("updates: the fleet configuration's step failed")

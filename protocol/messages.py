@@ -40,19 +40,22 @@ OPERATOR_COMMANDS = (
     "service_mode",
     "self_test",
 )
-# O-OTA-1: the cloud's own, from a rollout: "this version is published for you"
-CLOUD_COMMANDS = ("update",)
+# O-OTA-1, O-OTA-4: the cloud's own: "this version, this fleet configuration is yours now"
+CLOUD_COMMANDS = ("update", "configure")
 COMMANDS = DRIVER_COMMANDS + OPERATOR_COMMANDS + CLOUD_COMMANDS
 # The arguments a command must carry, and their type (a reservation_id is optional everywhere)
 REQUIRED_ARGS: dict[str, dict[str, type]] = {
     "service_mode": {"on": bool},
     "update": {"version": str},
+    "configure": {"version": int},
 }
 # What a car reports of an update it was offered (`update_step` events), in the order it goes
 UPDATE_STEPS = (
     "offered", "downloading", "downloaded", "waiting", "installed",
     "healthy", "rolled_back", "refused", "failed",
 )  # fmt: skip
+# …and of a fleet configuration it was offered (`config_step` events)
+CONFIG_STEPS = ("offered", "waiting", "applied", "refused")
 CARD_HASH = re.compile(r"[0-9a-f]{64}")
 ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 

@@ -7,6 +7,9 @@ the list of them. Every target carries
 the release's version in its TUF `custom` field, so what the car checks (never older than what it
 runs) is signed by the offline targets key with the file's hash and length.
 
+A fleet configuration (O-OTA-4) is one target, `config/<N>.json` (N = 1, 2, …): the trip
+tables every car applies between trips (`FLEET_TABLES`), signed by the same offline key.
+
 TUF roles and kagi's keys: `root` and `targets` are the operator's offline release keys (a
 release can only be made with them); `snapshot` and `timestamp` are the cloud's online key,
 which serves and refreshes releases but cannot make one.
@@ -25,6 +28,9 @@ from securesystemslib.signer import CryptoSigner
 ROLES_OFFLINE = ("root", "targets")
 ROLES_ONLINE = ("snapshot", "timestamp")
 VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+# The tables of a car's configuration the fleet configuration sets (the station, the time zone
+# and the unit's own settings stay the car's)
+FLEET_TABLES = ("timing", "end_checks", "feedback", "cards")
 
 
 def load_signer(path: Path) -> CryptoSigner:
@@ -66,13 +72,20 @@ def board_path(version: str, board: str, name: str) -> str:
     return f"{prefix(version)}boards/{board}/{name}"
 
 
+def config_path(version: int) -> str:
+    """The fleet configuration `version` (1, 2, …) as a target."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ReleaseError(f"configuration version {version!r} is not a whole number from 1")
+    return f"config/{version}.json"
+
+
 @dataclass(frozen=True)
 class ReleaseFile:
     """One target of a release: where it goes (the unit, or a board and its file name)."""
 
     path: str
     version: str
-    kind: str  # "unit", "board" or "index"
+    kind: str  # "unit", "board", "index", or "config" (a fleet configuration)
     board: str | None
     name: str
     length: int
@@ -87,6 +100,10 @@ def describe(path: str, length: int, custom: dict[str, Any]) -> ReleaseFile:
     if not isinstance(kagi, dict):
         raise ReleaseError(f"target {path!r} is not part of a kagi release")
     version = str(kagi.get("version", ""))
+    if kagi.get("kind") == "config":
+        if not version.isdigit() or path != config_path(int(version)):
+            raise ReleaseError(f"target {path!r} is not configuration {version}")
+        return ReleaseFile(path, version, "config", None, path.split("/")[-1], length)
     parts = path.removeprefix(prefix(version)).split("/")
     if not path.startswith(prefix(version)):
         raise ReleaseError(f"target {path!r} is not under releases/{version}/")

@@ -4,8 +4,9 @@ a release contains as TUF metadata (python-tuf's Metadata API).
 `keys()` makes the offline root and targets keys and the cloud's online key (snapshot and
 timestamp), and the first `root.json`, which every car is provisioned with. `sign()` adds a
 release's files (the unit's wheel, the boards' firmware files) to the targets metadata, signed
-with the offline targets key; the cloud publishes it (`cloud.update_repo`) with its online key,
-which can refresh and serve releases but never make one.
+with the offline targets key, and `sign_config()` a fleet configuration (O-OTA-4); the cloud
+publishes it (`cloud.update_repo`) with its online key, which can refresh and serve releases
+but never make one.
 """
 
 from __future__ import annotations
@@ -84,11 +85,7 @@ def sign(
     added as `version`, signed with the offline targets key; and the files by target path."""
     rel.parse_version(version)
     now = now or dt.datetime.now(dt.UTC)
-    if current is None:
-        targets = Metadata(Targets(expires=now))
-    else:
-        targets = Metadata[Targets].from_bytes(current)
-        targets.signed.version += 1
+    targets = _next(current, now)
     if any(p.startswith(rel.prefix(version)) for p in targets.signed.targets):
         raise rel.ReleaseError(f"release {version} is already published")
     files: dict[str, bytes] = {}
@@ -111,7 +108,47 @@ def sign(
         target.unrecognized_fields["custom"] = described.custom()
         targets.signed.targets[path] = target
         files[path] = part.data
+    return _signed(targets, keys_folder, now), files
+
+
+def sign_config(
+    keys_folder: Path,
+    version: int,
+    body: bytes,
+    current: bytes | None,
+    now: dt.datetime | None = None,
+) -> tuple[bytes, dict[str, bytes]]:
+    """The next targets metadata with fleet configuration `version` (its JSON `body`) added,
+    signed with the offline targets key (O-OTA-4); and its file by target path."""
+    path = rel.config_path(version)
+    now = now or dt.datetime.now(dt.UTC)
+    targets = _next(current, now)
+    if path in targets.signed.targets:
+        raise rel.ReleaseError(f"configuration {version} is already published")
+    newest = max((int(rel.describe(p, t.length, t.custom).version)
+                  for p, t in targets.signed.targets.items() if p.startswith("config/")),
+                 default=0)  # fmt: skip
+    if version <= newest:
+        raise rel.ReleaseError(f"configuration {version} is not newer than the published {newest}")
+    target = TargetFile.from_data(path, body, ["sha256"])
+    target.unrecognized_fields["custom"] = rel.ReleaseFile(
+        path, str(version), "config", None, path.split("/")[-1], 0
+    ).custom()
+    targets.signed.targets[path] = target
+    return _signed(targets, keys_folder, now), {path: body}
+
+
+def _next(current: bytes | None, now: dt.datetime) -> Metadata[Targets]:
+    """The targets metadata after `current` (the published one; None: the first)."""
+    if current is None:
+        return Metadata(Targets(expires=now))
+    targets = Metadata[Targets].from_bytes(current)
+    targets.signed.version += 1
+    return targets
+
+
+def _signed(targets: Metadata[Targets], keys_folder: Path, now: dt.datetime) -> bytes:
     targets.signed.expires = now + dt.timedelta(days=TARGETS_DAYS)
     targets.signatures.clear()
     targets.sign(rel.load_signer(keys_folder / KEY_FILES["targets"]))
-    return targets.to_bytes(PRETTY), files
+    return targets.to_bytes(PRETTY)

@@ -12,13 +12,16 @@ new one follows it. Without `--wheel`, the wheel of this checkout is built (`pip
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from cloud.cli_errors import refusing
+from firmware.config import ConfigError, check_fleet_config
 from protocol.release import ReleaseError, parse_version
 from tools import flash, release
 
@@ -53,6 +56,39 @@ def add_parser(rooms: Any) -> None:
     s.add_argument("--out", required=True, help="the folder to write the signed release into")
     s.set_defaults(func=_refusing(_sign))
 
+    text = "sign a fleet configuration (timings, end checks, feedback, cards) with the targets key"
+    c = cmds.add_parser("sign-config", help=text, description=text)
+    c.add_argument("--keys", required=True, help="the folder `kagi release keys` made")
+    c.add_argument(
+        "--version", required=True, type=int, help="the configuration's number (1, 2, …)"
+    )
+    c.add_argument("--file", required=True, help="a TOML file of the tables it sets")
+    c.add_argument("--current", help="the targets.json the cloud serves now (none: the first)")
+    c.add_argument("--out", required=True, help="the folder to write the signed configuration into")
+    c.set_defaults(func=_refusing(_sign_config))
+
+
+def _sign_config(args: argparse.Namespace) -> int:
+    try:
+        tables = tomllib.loads(Path(args.file).read_text(encoding="utf-8"))
+        body = {"version": args.version, **tables}
+        check_fleet_config(body)  # as the cars will: refused here, before it is signed
+    except (tomllib.TOMLDecodeError, ConfigError) as exc:
+        raise ReleaseError(f"{args.file}: {exc}") from None
+    current = Path(args.current).read_bytes() if args.current else None
+    data = json.dumps(body, indent=2, sort_keys=True).encode()
+    targets, files = release.sign_config(Path(args.keys), args.version, data, current)
+    _write_release(Path(args.out), targets, files)
+    print(f"configuration {args.version} signed into {args.out}")
+    return 0
+
+
+def _write_release(out: Path, targets: bytes, files: dict[str, bytes]) -> None:
+    for path, data in files.items():
+        (out / "targets" / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / "targets" / path).write_bytes(data)
+    (out / "targets.json").write_bytes(targets)
+
 
 def _keys(args: argparse.Namespace) -> int:
     root = release.keys(Path(args.folder))
@@ -78,12 +114,8 @@ def _sign(args: argparse.Namespace) -> int:
         targets, files = release.sign(
             Path(args.keys), args.version, release.parts(wheel, _boards(args.board)), current
         )
-    out = Path(args.out)
-    for path, data in files.items():
-        (out / "targets" / path).parent.mkdir(parents=True, exist_ok=True)
-        (out / "targets" / path).write_bytes(data)
-    (out / "targets.json").write_bytes(targets)
-    print(f"release {args.version} signed into {out} ({len(files)} files)")
+    _write_release(Path(args.out), targets, files)
+    print(f"release {args.version} signed into {args.out} ({len(files)} files)")
     return 0
 
 

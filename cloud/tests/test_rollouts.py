@@ -32,7 +32,7 @@ class Cars:
         self.takes_no_updates: set[str] = set()
 
     def send(self, car_id: str, name: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
-        assert name == "update"
+        assert name in ("update", "configure")
         if car_id in self.away:
             raise Refused(503, "car_offline", f"car {car_id} is offline")
         self.offered.append((car_id, args))
@@ -214,3 +214,27 @@ def test_steps_of_a_version_no_rollout_sent_and_late_steps_are_kept_not_applied(
     world.says("car-1", "healthy")
     assert world.says("car-1", "downloading").startswith("kept: car car-1 finished rollout")
     assert store.get_rollout(r.rollout_id).car("car-1").step == "healthy"
+
+
+def test_a_fleet_configuration_is_offered_to_each_online_car_until_it_runs_it(
+    world: Fleet, cars: Cars, clock: Any
+) -> None:
+    # SPEC O-OTA-4
+    store = world.store
+    driver = RolloutDriver(store, cars, reoffer_after=dt.timedelta(0))
+    assert driver.offer_config_due() == 0, "no fleet configuration pushed: nothing offered"
+    with pytest.raises(InvalidValue, match=r"configuration 2 is not published \(published: 1\)"):
+        rollouts.push_config(store, [1], 2)
+    rollouts.push_config(store, [1], 1)
+    for n, car in enumerate(CARS):
+        store.set_car_state(car, clock().timestamp() + n, {"config": 1 if car == "car-2" else 0})
+    store.set_car_online("car-3", False, clock().timestamp() + 10)
+    assert driver.offer_config_due() == 2
+    offered = sorted(cars.offered, key=lambda o: o[0])
+    assert offered == [("car-1", {"version": 1}), ("car-4", {"version": 1})]
+    assert cars.take() == ["car-1", "car-4"], "car-2 runs it, car-3 is away"
+    store.set_car_state("car-1", clock().timestamp() + 20, {"config": 1})
+    assert driver.offer_config_due() == 1 and cars.take() == ["car-4"]
+    rollouts.push_config(store, [1, 2], 2)
+    with pytest.raises(InvalidValue, match="configuration 1 is older than 2, sent already"):
+        rollouts.push_config(store, [1, 2], 1)

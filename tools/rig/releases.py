@@ -85,9 +85,21 @@ class ReleaseKit:
         out = self.folder / f"release-{version}"
         shutil.rmtree(out, ignore_errors=True)
         board_args = [a for b in boards for a in ("--board", b)]
-        current = self.repo / "metadata" / "targets.json"  # what the cloud serves now, if any
-        after = ["--current", str(current)] if current.exists() else []
         run_kagi(("release", "sign", "--keys", str(self.keys), "--wheel", str(wheel),
-                  "--version", version, *after, "--out", str(out), *board_args),
+                  "--version", version, *self._after(), "--out", str(out), *board_args),
                  self.folder)  # fmt: skip
         run_kagi(("cloud", "publish-release", "--repo", str(self.repo), str(out)), self.folder)
+
+    def publish_config(self, version: int, toml: str) -> None:
+        """Sign fleet configuration `version` (the tables in `toml`); the cloud publishes it."""
+        out, source = self.folder / f"config-{version}", self.folder / f"fleet-{version}.toml"
+        shutil.rmtree(out, ignore_errors=True)
+        source.write_text(toml, encoding="utf-8")
+        run_kagi(("release", "sign-config", "--keys", str(self.keys), "--version", str(version),
+                  "--file", str(source), *self._after(), "--out", str(out)),
+                 self.folder)  # fmt: skip
+        run_kagi(("cloud", "publish-release", "--repo", str(self.repo), str(out)), self.folder)
+
+    def _after(self) -> list[str]:
+        current = self.repo / "metadata" / "targets.json"  # what the cloud serves now, if any
+        return ["--current", str(current)] if current.exists() else []

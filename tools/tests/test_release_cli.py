@@ -98,6 +98,26 @@ def test_a_release_is_made_offline_and_published_by_the_cloud(tmp_path: Path) ->
     listed = ok("cloud", "rollout", "list", *db).split("\t")
     assert listed[:4] == ["1", "0.3.0", "aborted", "canary"]
 
+    # SPEC O-OTA-4: a fleet configuration, signed offline like a release, checked before
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[timing]\ndoor_timer = "2m"\nkettle = "on"\n')
+    sign_config = ("release", "sign-config", "--keys", str(keys), "--version", "1",
+                   "--file", str(fleet), "--current", current)  # fmt: skip
+    bad = kagi(*sign_config, "--out", str(tmp_path / "c0"))
+    assert bad.returncode == 2 and "fleet.toml: timing.kettle: unknown key" in bad.stderr
+    fleet.write_text('[timing]\ndoor_timer = "2m"\n[station]\nname = "x"\n')
+    bad = kagi(*sign_config, "--out", str(tmp_path / "c0"))
+    assert bad.returncode == 2 and "station: not set by the fleet configuration" in bad.stderr
+    fleet.write_text('[timing]\ndoor_timer = "2m"\n[end_checks]\nlights = "block"\n')
+    assert "configuration 1 signed" in ok(*sign_config, "--out", str(tmp_path / "c1"))
+    shown = ok("cloud", "publish-release", "--repo", str(repo), str(tmp_path / "c1"))
+    assert "serves 0.2.0, 0.3.0 and configuration 1" in shown
+    push = ("cloud", "rollout", "config", *db, "--repo", str(repo))
+    missing = kagi(*push, "2")
+    assert missing.returncode == 2
+    assert "configuration 2 is not published (published: 1)" in missing.stderr
+    assert "offered to every car" in ok(*push, "1")
+
 
 def test_a_release_signed_with_other_keys_is_refused(tmp_path: Path) -> None:
     ok("release", "keys", str(tmp_path / "keys"))

@@ -15,6 +15,7 @@ import pytest
 from tools.release_cli import build_wheel
 from tools.rig.releases import NEVER_HEALTHY
 from tools.rig.update_fleet import UpdateFleet
+from tools.rig.wait import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,8 @@ def test_canaries_then_the_rest_and_a_car_that_was_off_catches_up(
 def test_a_canary_whose_new_version_fails_rolls_back_and_stops_the_rollout(
     tmp_path: Path, wheel: Path
 ) -> None:
-    # SPEC O-OTA-3
+    """…and a fleet configuration still reaches every car (O-OTA-4), which reports it."""
+    # SPEC O-OTA-3, O-OTA-4
     with UpdateFleet(tmp_path, 2, wheel, deadline="8s") as fleet:
         try:
             fleet.publish("0.2.0", NEVER_HEALTHY)
@@ -83,6 +85,15 @@ def test_a_canary_whose_new_version_fails_rolls_back_and_stops_the_rollout(
             assert fleet.firmware("car-002") == "0.1.0"
             status = fleet.units["car-001"].status_now()
             assert status["state"] == "idle" and status["cloud"]["connected"] is True
+
+            fleet.kit.publish_config(1, '[timing]\ndoor_timer = "2m"\n')
+            fleet.kagi("cloud", "rollout", "config", "1", *fleet.repo_args)
+            for car in fleet.car_ids:
+                wait_for(lambda car=car: (fleet.car_status(car)[1] or {}).get("config") == 1,
+                         f"{car} to run fleet configuration 1", timeout=60)  # fmt: skip
+                log = fleet.units[car].log_path.read_text()
+                assert "fleet configuration 1 applied" in log
+                assert '"door_timer": "2m"' in (tmp_path / car / "fleet-config.json").read_text()
         except BaseException:
             print(fleet.logs())
             raise

@@ -127,6 +127,7 @@ def test_tampered_older_and_unusable_configurations_are_refused(
     configs.offer(3)
     assert configs.step() == "refused"
     step, details = steps.last()
+    assert step == "refused"
     assert (details["reason"], details["detail"]) == ("invalid", "timing.kettle: unknown key")
     assert car.runner.config.timing.door_timer == 120, "it keeps what it runs"
     assert json.loads((folder / FLEET_FILE).read_text())["version"] == 1

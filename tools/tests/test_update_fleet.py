@@ -8,6 +8,7 @@ rolled back by the canary by itself, and the rollout stops there: no other car i
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -88,9 +89,12 @@ def test_a_canary_whose_new_version_fails_rolls_back_and_stops_the_rollout(
 
             fleet.kit.publish_config(1, '[timing]\ndoor_timer = "2m"\n')
             fleet.kagi("cloud", "rollout", "config", "1", *fleet.repo_args)
+
+            def runs_config(car: str) -> bool:
+                return (fleet.car_status(car)[1] or {}).get("config") == 1
+
             for car in fleet.car_ids:
-                wait_for(lambda car=car: (fleet.car_status(car)[1] or {}).get("config") == 1,
-                         f"{car} to run fleet configuration 1", timeout=60)  # fmt: skip
+                wait_for(partial(runs_config, car), f"{car} to run configuration 1", timeout=60)
                 log = fleet.units[car].log_path.read_text()
                 assert "fleet configuration 1 applied" in log
                 assert '"door_timer": "2m"' in (tmp_path / car / "fleet-config.json").read_text()

@@ -148,6 +148,9 @@ class UnitConfig:
     updates_root: str = ""
     update_lead: int = duration("30m")
     update_deadline: int = duration("5m")
+    # the board's USB console (its MicroPython REPL): the unit sends a release's board firmware
+    # on through it ("": a technician flashes the board with `kagi board flash`)
+    board_console: str = ""
     trip: TripConfig = field(default_factory=TripConfig)
     # not keys of the file: the fleet configuration applied (O-OTA-4, FLEET_FILE), and the
     # file's own trip tables the next one applies over

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from firmware.runner import Runner
 from firmware.slots import Slots
 from firmware.store import SqliteStore
 from firmware.update_agent import UpdateAgent
+from firmware.update_fetch import StagedRelease, fetch_release
 from firmware.update_gate import install_refusal
 from firmware.update_worker import UpdateWorker
 
@@ -136,9 +138,29 @@ def make_updates(config: UnitConfig, runner: Runner) -> UpdateWorker | None:
     def config_report(step: str, **details: Any) -> None:
         runner.post(ConfigStep(step, details))
 
+    if config.board_console:
+        agent.board = board_sender(config, runner, agent.slots, root, state, gate)
     configure = ConfigAgent(config, config.updates, root, state, apply, config_report,
                             running=config.fleet_config_version)  # fmt: skip
     return UpdateWorker(agent, configure)
+
+
+def board_sender(
+    config: UnitConfig, runner: Runner, slots: Slots, root: bytes, state: Path,
+    gate: Callable[[], str | None],
+) -> Callable[[str], tuple[str, str]]:  # fmt: skip
+    """Sends a release's board firmware on over the board's USB console (O-OTA-3)."""
+    from firmware.board_update import BoardSender  # mpremote only where it is used
+
+    def hello() -> dict[str, Any]:
+        board = runner.body.status_fields().get("board") or {}
+        return dict(board.get("board") or {}) if board.get("up") else {}
+
+    def release(version: str) -> StagedRelease:  # verified again, from what was kept
+        return fetch_release(config.updates, root, state, version, running=version)
+
+    return BoardSender(config.board_console, slots, release, lambda: hello().get("name"),
+                       lambda: hello().get("build"), gate)  # fmt: skip
 
 
 class Unit:

@@ -35,6 +35,9 @@ class UpdateAgent:
     restart: Callable[[], None]
     report: Report
     deadline_s: float = 300.0
+    # once healthy: send the release's board firmware on (firmware/board_update.py); None: no
+    # board console, a technician flashes the board
+    board: Callable[[str], tuple[str, str]] | None = None
     offered: str | None = None
     staged: StagedRelease | None = None
     _said: tuple[str, str | None] | None = field(default=None, repr=False)
@@ -104,7 +107,8 @@ class UpdateAgent:
 
     def report_outcome(self) -> str | None:
         """Once the unit is up: report how the last update ended (healthy, or rolled back and
-        why), once; the result reported (None: nothing new)."""
+        why), once; the result reported (None: nothing new; "waiting": the board's firmware
+        waits for the car to be between trips)."""
         done = self.slots.outcome()
         if done is None or done.get("reported"):
             return None
@@ -112,6 +116,15 @@ class UpdateAgent:
         details = {"version": done["version"], "from_version": done.get("from_version")}
         if done.get("reason"):
             details["reason"] = done["reason"]
+        if result == "healthy" and self.board is not None:
+            state, said = self.board(str(done["version"]))
+            if state == "waiting":
+                self._say("waiting", said, version=done["version"])
+                return "waiting"  # healthy once the board has its firmware too: later
+            if state == "failed":
+                result, details["reason"] = "failed", said
+            else:
+                details["board"] = said
         details["running"] = self.running_version()
         self.report(result, **details)
         self.slots.outcome_reported()

@@ -61,8 +61,9 @@ class UpdateWorker:
                 config, self._config_offered = self._config_offered, None
             self._configure(config)
             step: str | None = "failed"
+            outcome = None
             try:
-                self.agent.report_outcome()
+                outcome = self.agent.report_outcome()
                 if version is not None:
                     self.agent.offer(version)
                 step = self.agent.step()
@@ -72,7 +73,10 @@ class UpdateWorker:
                 log.info("updates: %s %s", self.agent.offered or version, step)
             if step == "installed":
                 return  # the unit restarts into the new version
-            again = self.agent.offered or step == "failed" or (self.config and self.config.offered)
+            again = (
+                self.agent.offered or step == "failed" or outcome == "waiting"
+                or (self.config is not None and self.config.offered)
+            )  # fmt: skip
             self._wake.wait(self.retry if again else None)
             self._wake.clear()
 

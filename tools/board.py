@@ -77,7 +77,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         from tools.selftest import SelftestError
 
         known: list[type[Exception]] = [SelftestError, MissingOption, ValueError, OSError]
-        with contextlib.suppress(ImportError):  # mpremote (the board extra): flash and verify
+        with contextlib.suppress(ImportError):  # mpremote: flash and verify
             from tools.flash import FlashError
 
             known.append(FlashError)

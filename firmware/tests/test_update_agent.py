@@ -101,3 +101,30 @@ def test_a_tampered_release_is_refused_and_nothing_changes(
     assert updates.step() is None, "not tried again until offered again"
     assert unit.running() == "a" and unit.version("a") == "0.1.0"
     assert car.restarts == 0
+
+
+def test_healthy_waits_for_the_board_and_a_board_that_went_back_fails_the_update(
+    cloud: Cloud,  # noqa: F811
+    unit: Slots,
+    tmp_path: Path,
+) -> None:
+    # SPEC O-OTA-3: the car is healthy on a release only once its board runs the release's too
+    publish(cloud, tmp_path, "0.2.0")
+    car = Car()
+    updates = agent(cloud, unit, car, tmp_path)
+    answers = [
+        ("waiting", "the car is not idle (in_use)"),
+        ("failed", "board firmware: the board did not say hello; it runs build a1 again"),
+    ]
+    updates.board = lambda version: answers.pop(0)  # fmt: skip
+    updates.offer("0.2.0")
+    assert updates.step() == "installed"
+    Launcher(unit, [sys.executable, "-m", "kagi_probe"], poll=0.02).run_once()
+    assert updates.report_outcome() == "waiting"
+    assert car.steps[-1] == ("waiting", {"version": "0.2.0",
+                                         "reason": "the car is not idle (in_use)"})  # fmt: skip
+    assert updates.report_outcome() == "failed"
+    step, details = car.steps[-1]
+    assert step == "failed" and answers == []
+    assert "it runs build a1 again" in details["reason"]
+    assert updates.report_outcome() is None, "reported once"

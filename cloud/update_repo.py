@@ -12,7 +12,6 @@ a frozen one. Laid out as TUF clients read it: `metadata/<n>.root.json`, `metada
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
 from protocol import release as rel
+from protocol.files import write_atomically
 
 TIMESTAMP_LIFE = dt.timedelta(days=1)
 SNAPSHOT_LIFE = dt.timedelta(days=7)
@@ -34,16 +34,6 @@ ONLINE_KEY = "online.key"  # in the repository's folder: the one key the cloud h
 
 class PublishRefused(rel.ReleaseError):
     """A release the repository will not publish, naming why."""
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class UpdateRepo:
@@ -69,8 +59,8 @@ class UpdateRepo:
         if self.online.public_key.keyid not in keyids:
             raise PublishRefused("the online key is not the root's snapshot and timestamp key")
         with self._lock:
-            _write(self.metadata / f"{root.signed.version}.root.json", root_json)
-            _write(self.metadata / "root.json", root_json)
+            write_atomically(self.metadata / f"{root.signed.version}.root.json", root_json)
+            write_atomically(self.metadata / "root.json", root_json)
 
     def root(self) -> Metadata[Root]:
         return Metadata[Root].from_file(str(self.metadata / "root.json"))
@@ -115,8 +105,8 @@ class UpdateRepo:
             for path, data in files.items():
                 if path not in targets.signed.targets:
                     raise PublishRefused(f"file {path} is not in the signed targets")
-                _write(self.targets_dir / path, data)
-            _write(self.metadata / "targets.json", targets_json)
+                write_atomically(self.targets_dir / path, data)
+            write_atomically(self.metadata / "targets.json", targets_json)
             self._sign_online(targets.signed.version, snapshot=True)
         return self.versions()
 
@@ -165,7 +155,7 @@ class UpdateRepo:
                                      expires=now + SNAPSHOT_LIFE))  # fmt: skip
             snap.signed.meta["targets.json"] = MetaFile(version=targets_version)
             snap.sign(self.online)
-            _write(snap_path, snap.to_bytes(PRETTY))
+            write_atomically(snap_path, snap.to_bytes(PRETTY))
         snap_version = Metadata[Snapshot].from_file(str(snap_path)).signed.version
         prev_stamp = (
             Metadata[Timestamp].from_file(str(stamp_path)).signed if stamp_path.exists() else None
@@ -174,7 +164,7 @@ class UpdateRepo:
                                    expires=now + TIMESTAMP_LIFE))  # fmt: skip
         stamp.signed.snapshot_meta = MetaFile(version=snap_version)
         stamp.sign(self.online)
-        _write(stamp_path, stamp.to_bytes(PRETTY))
+        write_atomically(stamp_path, stamp.to_bytes(PRETTY))
 
     # ---- serving ---------------------------------------------------------------------------
 

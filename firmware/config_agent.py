@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from firmware.config import (
 from firmware.runner import Runner
 from firmware.update_fetch import UpdateRefused, fetch_config
 from firmware.update_gate import install_refusal
+from protocol.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -115,23 +115,7 @@ def apply_between_trips(
         return why
     write_atomically(folder / FLEET_FILE, body)
     runner.reconfigure(trip)
-    if hasattr(runner.cloud, "config_version"):
-        runner.cloud.config_version = version
+    runner.cloud.config_version = version
     runner.cloud.committed(core.snapshot(), core.bookings.version)
     log.info("updates: fleet configuration %s applied", version)
     return None
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """`data` in `path`, whole or not at all, on the disk before it returns."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -110,6 +110,7 @@ class FakeCloudLink:
 
     def __init__(self) -> None:
         self.wakeups = 0
+        self.config_version = 0
         self._submit: Submit | None = None
 
     def start(self, submit: Submit) -> None:

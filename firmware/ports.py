@@ -56,7 +56,9 @@ class Body(Adapter, Protocol):
 
 class CloudLink(Adapter, Protocol):
     """The link to the cloud: hands the runner commands and bookings, sends the outbox and the
-    car's state."""
+    car's state (with `config_version`, the fleet configuration the car runs, O-OTA-4)."""
+
+    config_version: int
 
     def start(self, submit: Submit) -> None:
         """Begin; hand inputs to the runner with `submit`, so that a message is acknowledged to

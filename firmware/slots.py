@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from protocol.files import write_atomically
+
 SLOTS = ("a", "b")
 Step = Callable[[str], None]  # told each step's name before it is taken (the tests' kill points)
 
@@ -47,14 +49,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any], step: Step) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    step(f"rename {path.name}")
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    body = json.dumps(data, sort_keys=True).encode()
+    write_atomically(path, body, lambda: step(f"rename {path.name}"))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import multiprocessing
 import sys
 import time
 import uuid
+from multiprocessing.connection import Connection
 
 from benchmarks.fleet_10k import Fleets
 from benchmarks.sync import (
@@ -72,21 +74,51 @@ def outboxes(db: Store) -> tuple[dict[str, list[bytes]], int]:
     return boxes, sum(map(len, boxes.values()))
 
 
+class Worker:
+    """One cloud sync worker in a process of its own, as each cloud node runs it: workers in
+    one process would share its interpreter lock and not scale."""
+
+    def __init__(self, url: str, broker: str, name: str) -> None:
+        self.conn, child = multiprocessing.Pipe()
+        self.proc = multiprocessing.get_context("spawn").Process(
+            target=worker_process, args=(child, url, broker, name), daemon=True
+        )
+        self.proc.start()
+
+    @property
+    def connected(self) -> bool:
+        self.conn.send("connected")
+        return bool(self.conn.recv())
+
+    def stop(self) -> None:
+        if self.proc.is_alive():
+            self.conn.send("stop")
+            self.conn.recv()
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+def worker_process(conn: Connection, url: str, broker: str, name: str) -> None:
+    logging.basicConfig(level=logging.ERROR)
+    with open_store(url, migrate=False) as store:
+        sync = CloudSync(store, POLICY, SyncConfig(broker, password=CLOUD_PASSWORD, worker=name))
+        with sync:
+            while conn.recv() == "connected":
+                conn.send(sync.connected)
+        conn.send(True)
+
+
 def storm(pg: PgServer, template: str, workers: int) -> dict[str, float]:
     url = pg.create_database(f"storm_{workers}_{uuid.uuid4().hex[:6]}", template=template)
     db = open_store(url, migrate=False)
     boxes, events = outboxes(db)
     accounts = {CLOUD_USER: CLOUD_PASSWORD, **{car_id(i): f"pw-{car_id(i)}" for i in range(CARS)}}
-    stores = [open_store(url, migrate=False) for _ in range(workers)]
     broker = Mosquitto(accounts, persistence=True).start()
-    syncs = [
-        CloudSync(s, POLICY, SyncConfig(broker.url, password=CLOUD_PASSWORD, worker=f"storm-{w}"))
-        for w, s in enumerate(stores)
-    ]
+    syncs = [Worker(url, broker.url, f"storm-{w}") for w in range(workers)]
     fleets = None
     try:
         for s in syncs:
-            s.start()
             wait(lambda s=s: s.connected, 30, "a worker connecting", 0.01)
         broker.stop()  # the broker restarts (saving its sessions); the cars keep their events
         time.sleep(1)
@@ -110,8 +142,6 @@ def storm(pg: PgServer, template: str, workers: int) -> dict[str, float]:
         for s in syncs:
             s.stop()
         broker.close()
-        for s in stores:
-            s.close()
         db.close()
         pg.drop_database(url.rsplit("/", 1)[-1])
     return {

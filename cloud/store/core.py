@@ -124,7 +124,14 @@ class StoreCore(abc.ABC):
         """Run one statement written with `?` placeholders."""
 
     @abc.abstractmethod
-    def _begin(self, write: bool) -> None: ...
+    def _execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run one statement once for each row of parameters (one round trip where the
+        database allows)."""
+
+    @abc.abstractmethod
+    def _begin(self, write: bool, durable: bool = True) -> None:
+        """Open a transaction; one not `durable` may be lost in a crash (never half of it), so
+        its commit need not wait for the disk."""
 
     @abc.abstractmethod
     def _commit(self) -> None: ...
@@ -168,7 +175,7 @@ class StoreCore(abc.ABC):
     # ---- transactions -----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _tx(self, write: bool = True) -> Iterator[None]:
+    def _tx(self, write: bool = True, *, durable: bool = True) -> Iterator[None]:
         with self._lock:
             if self._depth:  # inside batch(): the outer transaction commits or rolls back
                 self._depth += 1
@@ -178,7 +185,7 @@ class StoreCore(abc.ABC):
                     self._depth -= 1
                 return
             try:
-                self._begin(write)
+                self._begin(write, durable)
             except Exception as exc:
                 raise self._translate(exc) or exc from None
             self._depth = 1
@@ -204,6 +211,11 @@ class StoreCore(abc.ABC):
         """Several writes as one transaction: all of them, or (on any error) none."""
         with self._tx(write=True):
             yield self
+
+    def another(self) -> Self | None:
+        """A second connection to the same database, for a thread that would otherwise wait on
+        this one's lock; None where the database takes one writer at a time anyway (SQLite)."""
+        return None
 
     def close(self) -> None:
         with self._lock:

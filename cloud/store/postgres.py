@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -69,15 +69,25 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: cannot connect ({str(exc).strip()})") from None
 
+    def another(self) -> Self:
+        return type(self)(self.url, self._clock)
+
     # ---- backend interface ------------------------------------------------------------------
 
     def _execute(self, sql: str, params: Sequence[object] = ()) -> Cursor:
         return self._db.execute(_placeholders(sql), tuple(params))
 
-    def _begin(self, write: bool) -> None:
+    def _execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        if rows:  # psycopg sends them in one pipeline
+            with self._db.cursor() as cursor:
+                cursor.executemany(_placeholders(sql), [tuple(r) for r in rows])
+
+    def _begin(self, write: bool, durable: bool = True) -> None:
         # psycopg opens the transaction with the first statement
         if self._db.closed:
             raise StoreError(f"{self.where}: the connection is closed")
+        if not durable:
+            self._db.execute("SET LOCAL synchronous_commit TO OFF")
 
     def _commit(self) -> None:
         self._db.commit()

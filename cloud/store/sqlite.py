@@ -71,7 +71,11 @@ class SqliteStore(Store):
     def _execute(self, sql: str, params: Sequence[object] = ()) -> Cursor:
         return self._db.execute(sql, tuple(params))
 
-    def _begin(self, write: bool) -> None:
+    def _execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        if rows:
+            self._db.executemany(sql, [tuple(r) for r in rows])
+
+    def _begin(self, write: bool, durable: bool = True) -> None:
         self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def _commit(self) -> None:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cloud.store.core import (
     CARD_COLS,
@@ -83,7 +83,18 @@ class CarEvent:
         return dt.datetime.fromtimestamp(self.at, dt.UTC)
 
 
-Apply = Callable[[CarEvent], str]
+UNORDERED = frozenset({"command_result"})  # applied as they come, whatever is missing
+
+
+class Apply(Protocol):
+    """What the sync does with each event, inside the store's transaction."""
+
+    def __call__(self, event: CarEvent) -> str:
+        """The outcome recorded with the event; a store error refuses it (its writes undone)."""
+
+    def writes(self, event_type: str) -> bool:
+        """False if events of this type are only kept (nothing written, nothing refused): they
+        need no savepoint of their own."""
 
 
 @dataclass
@@ -200,8 +211,10 @@ class SyncStore(StoreCore):
     def snapshot_turn(self, car_id: str) -> Iterator[SnapshotTurn]:
         """The car's sync row, locked for the body: build the snapshot from what is committed,
         publish it, call `turn.published(version, digest)`. Another worker's turn on the same
-        car waits until this one is recorded, so versions reach the broker in order."""
-        with self._tx():
+        car waits until this one is recorded, so versions reach the broker in order. The record
+        need not wait for the disk: lost in a crash, the car's snapshot is only published again,
+        with a newer version (versions follow the clock)."""
+        with self._tx(durable=False):
             row = self._one(
                 "SELECT change_seq, published_change, snapshot_version, snapshot_digest "
                 f"FROM car_sync WHERE car_id = ?{self._FOR_UPDATE}",
@@ -277,7 +290,7 @@ class SyncStore(StoreCore):
         events: Sequence[EventIn],
         apply: Apply,
         *,
-        unordered: frozenset[str] = frozenset({"command_result"}),
+        unordered: frozenset[str] = UNORDERED,
     ) -> list[str]:
         """Keep and apply a car's events in one transaction; for each, what became of it:
         `duplicate` (its id was seen before: nothing happens), `parked` (an earlier event of the
@@ -285,42 +298,73 @@ class SyncStore(StoreCore):
         unblocked. Types in `unordered` (command results) are applied at once, whatever is
         missing. An unknown car is refused (NotFound) and nothing is kept."""
         now = self._now()
-        outcomes: list[str] = []
         with self._tx():
-            self._get_car(car_id, for_update=True)
-            cursor = self._event_cursor(car_id)
-            for event in events:
-                if self._one("SELECT 1 FROM car_events WHERE event_id = ?", (event.event_id,)):
-                    outcomes.append("duplicate")
-                    continue
-                self._execute(
-                    f"INSERT INTO car_events ({EVENT_COLS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                    (event.event_id, car_id, event.seq, event.type, event.at,
-                     self._json(event.data), self._time(now)),
-                )  # fmt: skip
-                stored = CarEvent(
-                    event.event_id, car_id, event.seq, event.type, event.at, event.data, now,
-                    None, None,
-                )  # fmt: skip
-                if event.type in unordered:
-                    outcomes.append(self._apply_event(stored, apply, now))
-                elif event.seq <= cursor:
-                    # Numbering went back (a unit whose store was replaced): apply in arrival order.
-                    log.warning(
-                        "car %s: event %s has seq %d, at or below the %d already applied; "
-                        "applied as it comes",
-                        car_id, event.event_id, event.seq, cursor,
-                    )  # fmt: skip
-                    outcomes.append(self._apply_event(stored, apply, now))
-                else:
-                    outcomes.append("parked")
-            applied = self._walk(car_id, cursor, apply, now)
-            outcomes = [
-                applied.get(e.event_id, o) if o == "parked" else o
-                for e, o in zip(events, outcomes, strict=True)
-            ]
+            return self._ingest_car(car_id, events, apply, unordered, now)
+
+    def ingest_many(
+        self,
+        cars: Mapping[str, Sequence[EventIn]],
+        apply: Apply,
+        *,
+        unordered: frozenset[str] = UNORDERED,
+    ) -> dict[str, list[str] | NotFound]:
+        """Several cars' events as `ingest_events`, in one transaction (one commit for all):
+        each car's outcomes, or NotFound for a car this cloud does not have (nothing of it
+        kept; the others go on). Cars are taken in the order of their ids, so two workers
+        never wait on each other's cars the other way round."""
+        now = self._now()
+        outcomes: dict[str, list[str] | NotFound] = {}
+        with self._tx():
+            for car_id in sorted(cars):
+                try:
+                    outcomes[car_id] = self._ingest_car(car_id, cars[car_id], apply, unordered, now)
+                except NotFound as exc:  # raised before anything of the car was written
+                    outcomes[car_id] = exc
         return outcomes
+
+    def _ingest_car(
+        self,
+        car_id: str,
+        events: Sequence[EventIn],
+        apply: Apply,
+        unordered: frozenset[str],
+        now: dt.datetime,
+    ) -> list[str]:
+        outcomes: list[str] = []
+        self._get_car(car_id, for_update=True)
+        cursor = self._event_cursor(car_id)
+        done: list[tuple[str, str]] = []  # (event id, outcome) applied in this call
+        for event in events:
+            inserted = self._execute(
+                f"INSERT INTO car_events ({EVENT_COLS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL) ON CONFLICT (event_id) DO NOTHING",
+                (event.event_id, car_id, event.seq, event.type, event.at,
+                 self._json(event.data), self._time(now)),
+            )  # fmt: skip
+            if inserted.rowcount == 0:
+                outcomes.append("duplicate")
+                continue
+            stored = CarEvent(
+                event.event_id, car_id, event.seq, event.type, event.at, event.data, now,
+                None, None,
+            )  # fmt: skip
+            if event.type in unordered:
+                outcomes.append(self._apply_event(stored, apply, done))
+            elif event.seq <= cursor:
+                # Numbering went back (a unit whose store was replaced): apply in arrival order.
+                log.warning(
+                    "car %s: event %s has seq %d, at or below the %d already applied; "
+                    "applied as it comes",
+                    car_id, event.event_id, event.seq, cursor,
+                )  # fmt: skip
+                outcomes.append(self._apply_event(stored, apply, done))
+            else:
+                outcomes.append("parked")
+        applied = self._walk(car_id, cursor, apply, now, done)
+        return [
+            applied.get(e.event_id, o) if o == "parked" else o
+            for e, o in zip(events, outcomes, strict=True)
+        ]
 
     def release_parked(self, apply: Apply, *, waited: dt.timedelta) -> list[str]:
         """Give up waiting for missing events: for every car with an event parked for longer
@@ -351,7 +395,7 @@ class SyncStore(StoreCore):
                     "car %s: events %d..%d never arrived; applying from %d on",
                     car_id, cursor + 1, int(first[0]) - 1, int(first[0]),
                 )  # fmt: skip
-                self._walk(car_id, int(first[0]) - 1, apply, now)
+                self._walk(car_id, int(first[0]) - 1, apply, now, [])
                 released.append(str(car_id))
         return released
 
@@ -361,9 +405,13 @@ class SyncStore(StoreCore):
             raise NotFound("car", car_id)
         return int(row[0])
 
-    def _walk(self, car_id: str, cursor: int, apply: Apply, now: dt.datetime) -> dict[str, str]:
-        """Apply the car's events that follow `cursor` without a gap; move the cursor."""
+    def _walk(
+        self, car_id: str, cursor: int, apply: Apply, now: dt.datetime, done: list[tuple[str, str]]
+    ) -> dict[str, str]:
+        """Apply the car's events that follow `cursor` without a gap; move the cursor; record
+        the outcome of every event applied in this call (`done` holds those applied before)."""
         applied: dict[str, str] = {}
+        earlier = {event_id for event_id, _ in done}  # applied, not yet marked in the table
         rows = self._all(
             f"SELECT {EVENT_COLS} FROM car_events WHERE car_id = ? AND seq > ? "
             "ORDER BY seq, received_at",
@@ -373,17 +421,27 @@ class SyncStore(StoreCore):
             event = self._car_event(row)
             if event.seq > cursor + 1:
                 break
-            if event.applied_at is None:
-                applied[event.event_id] = self._apply_event(event, apply, now)
+            if event.applied_at is None and event.event_id not in earlier:
+                applied[event.event_id] = self._apply_event(event, apply, done)
             cursor = event.seq
         self._execute(
             "UPDATE car_sync SET event_seq = ?, seen_at = ? WHERE car_id = ?",
             (cursor, self._time(now), car_id),
         )
+        when = self._time(now)
+        self._execute_many(
+            "UPDATE car_events SET applied_at = ?, outcome = ? WHERE event_id = ?",
+            [(when, outcome, event_id) for event_id, outcome in done],
+        )
         return applied
 
-    def _apply_event(self, event: CarEvent, apply: Apply, now: dt.datetime) -> str:
-        """One event in a savepoint: its writes, or (refused) none of them."""
+    def _apply_event(self, event: CarEvent, apply: Apply, done: list[tuple[str, str]]) -> str:
+        """One event in a savepoint (unless its type writes nothing): its writes, or (refused)
+        none of them. Its outcome joins `done`, recorded when the walk ends."""
+        if not apply.writes(event.type):
+            outcome = apply(event)
+            done.append((event.event_id, outcome))
+            return outcome
         self._execute("SAVEPOINT car_event")
         try:
             outcome = apply(event)
@@ -398,10 +456,7 @@ class SyncStore(StoreCore):
                         known or exc)  # fmt: skip
         else:
             self._execute("RELEASE SAVEPOINT car_event")
-        self._execute(
-            "UPDATE car_events SET applied_at = ?, outcome = ? WHERE event_id = ?",
-            (self._time(now), outcome, event.event_id),
-        )
+        done.append((event.event_id, outcome))
         return outcome
 
     def _car_event(self, row: Any) -> CarEvent:

@@ -61,6 +61,9 @@ class EventApplier:
             "update_step": self.update_step,
         }
 
+    def writes(self, event_type: str) -> bool:
+        return event_type in self.handlers or event_type in alerts.RULES
+
     def __call__(self, event: CarEvent) -> str:
         handler = self.handlers.get(event.type)
         if handler is None:

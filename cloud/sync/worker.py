@@ -71,6 +71,7 @@ class SyncConfig:
     publish_timeout: float = 2.0  # wait this long for a snapshot's PUBACK
     command_poll: float = 0.05  # results another worker ingested are looked for this often
     batch: int = 200  # messages applied per ingest round
+    cars_per_commit: int = 32  # cars whose events are applied in one transaction
     shared: bool = True  # events by shared subscription (several workers); False: one worker
 
     def endpoint(self) -> tuple[str, int, bool, str, str]:
@@ -113,6 +114,7 @@ class CloudSync:
         clock: Clock = system_clock,
     ) -> None:
         self.store = store
+        self._snapshots = store  # the publisher's connection: its own once started, if it can
         self.policy = policy
         self.config = config or SyncConfig()
         self.clock = clock
@@ -151,6 +153,8 @@ class CloudSync:
     # ---- life -------------------------------------------------------------------------------
 
     def start(self) -> Self:
+        # Its own connection, so that a snapshot waiting for its PUBACK holds no event back.
+        self._snapshots = self.store.another() or self.store
         self._client.connect_async(self._host, self._port, keepalive=30)
         self._client.loop_start()
         for name, target in (("publisher", self._publisher), ("ingest", self._ingester)):
@@ -172,6 +176,9 @@ class CloudSync:
         self._threads.clear()
         self._client.disconnect()
         self._client.loop_stop()
+        if self._snapshots is not self.store:
+            self._snapshots.close()
+            self._snapshots = self.store
 
     def __enter__(self) -> Self:
         return self.start()
@@ -260,9 +267,9 @@ class CloudSync:
             forced, self._force = self._force, set()
             everything, self._republish_all = self._republish_all, False
         cars = (
-            self.store.car_ids()
+            self._snapshots.car_ids()
             if everything or refresh
-            else sorted(set(self.store.cars_to_publish()) | forced)
+            else sorted(set(self._snapshots.cars_to_publish()) | forced)
         )
         for i, car_id in enumerate(cars):
             if not self._connected.is_set():
@@ -284,10 +291,10 @@ class CloudSync:
         """Publish the car's snapshot if it changed (or `force`): its new version, else None."""
         now = self.clock()
         window = self.config.window
-        with self.store.snapshot_turn(car_id) as turn:
+        with self._snapshots.snapshot_turn(car_id) as turn:
             if not (turn.pending or force or refresh):
                 return None
-            rows = self.store.snapshot_rows(
+            rows = self._snapshots.snapshot_rows(
                 car_id, ends_after=now - window.back, starts_before=now + window.ahead
             )
             bookings = content(rows)
@@ -361,8 +368,10 @@ class CloudSync:
             except NotFound as exc:
                 self._refuse(message, f"{exc} (not a car of this cloud)")
             self._ack(message)
-        for car_id, items in events.items():
-            self._ingest(car_id, items)
+        cars = sorted(events)
+        step = self.config.cars_per_commit
+        for first in range(0, len(cars), step):
+            self._ingest({car: events[car] for car in cars[first : first + step]})
 
     def _report(self, car_id: str, kind: str, body: dict[str, Any]) -> None:
         if kind == "state":
@@ -377,28 +386,33 @@ class CloudSync:
             raise ValueError(f"topic: the cloud takes no {kind!r} from cars")
         self.stats.states += 1
 
-    def _ingest(self, car_id: str, items: list[tuple[EventIn, mqtt.MQTTMessage]]) -> None:
-        def apply() -> list[str]:
-            self._applier.answered.clear()
-            return self.store.ingest_events(car_id, [e for e, _ in items], self._applier)
+    def _ingest(self, cars: dict[str, list[tuple[EventIn, mqtt.MQTTMessage]]]) -> None:
+        """Several cars' events, applied in one transaction, then acknowledged."""
 
-        try:
-            outcomes = self._retrying(apply)
-        except NotFound as exc:
-            for _, message in items:
-                self._refuse(message, f"{exc} (not a car of this cloud)")
-                self._ack(message)
-            return
+        def apply() -> dict[str, list[str] | NotFound]:
+            self._applier.answered.clear()
+            return self.store.ingest_many(
+                {car: [e for e, _ in items] for car, items in cars.items()}, self._applier
+            )
+
+        outcomes = self._retrying(apply)
         if outcomes is None:
             return  # stopping: left unacknowledged, the broker delivers them again
-        for (event, message), outcome in zip(items, outcomes, strict=True):
-            if outcome == "duplicate":
-                self.stats.duplicates += 1
-                log.info("car %s: event %s (seq %d) again: ignored", car_id, event.event_id,
-                         event.seq)  # fmt: skip
-            elif outcome != "parked":
-                self.stats.events += 1
-            self._ack(message)
+        for car_id, items in cars.items():
+            result = outcomes[car_id]
+            if isinstance(result, NotFound):
+                for _, message in items:
+                    self._refuse(message, f"{result} (not a car of this cloud)")
+                    self._ack(message)
+                continue
+            for (event, message), outcome in zip(items, result, strict=True):
+                if outcome == "duplicate":
+                    self.stats.duplicates += 1
+                    log.info("car %s: event %s (seq %d) again: ignored", car_id, event.event_id,
+                             event.seq)  # fmt: skip
+                elif outcome != "parked":
+                    self.stats.events += 1
+                self._ack(message)
         self._wake_callers(self._applier.answered)
 
     def _release_parked(self) -> None:

@@ -97,6 +97,9 @@ def write_config(
         "log_type error",
         "log_type warning",
         "max_queued_messages 100000",
+        # QoS 1 messages a client may hold unacknowledged: the cloud acknowledges events only once
+        # committed, so this is how many one worker can apply in one transaction (default 20)
+        "max_inflight_messages 200",
     ]
     if certfile and keyfile:
         lines += [f"certfile {certfile}", f"keyfile {keyfile}", "tls_version tlsv1.2"]

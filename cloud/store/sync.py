@@ -297,9 +297,8 @@ class SyncStore(StoreCore):
         car is still missing), or the outcome of `apply` — its own, or of a later event it
         unblocked. Types in `unordered` (command results) are applied at once, whatever is
         missing. An unknown car is refused (NotFound) and nothing is kept."""
-        now = self._now()
         with self._tx():
-            return self._ingest_car(car_id, events, apply, unordered, now)
+            return self._ingest_car(car_id, events, apply, unordered)
 
     def ingest_many(
         self,
@@ -312,12 +311,11 @@ class SyncStore(StoreCore):
         each car's outcomes, or NotFound for a car this cloud does not have (nothing of it
         kept; the others go on). Cars are taken in the order of their ids, so two workers
         never wait on each other's cars the other way round."""
-        now = self._now()
         outcomes: dict[str, list[str] | NotFound] = {}
         with self._tx():
             for car_id in sorted(cars):
                 try:
-                    outcomes[car_id] = self._ingest_car(car_id, cars[car_id], apply, unordered, now)
+                    outcomes[car_id] = self._ingest_car(car_id, cars[car_id], apply, unordered)
                 except NotFound as exc:  # raised before anything of the car was written
                     outcomes[car_id] = exc
         return outcomes
@@ -328,10 +326,10 @@ class SyncStore(StoreCore):
         events: Sequence[EventIn],
         apply: Apply,
         unordered: frozenset[str],
-        now: dt.datetime,
     ) -> list[str]:
         outcomes: list[str] = []
         self._get_car(car_id, for_update=True)
+        now = self._now()  # once the car is ours (another worker's turn on it may come first)
         cursor = self._event_cursor(car_id)
         done: list[tuple[str, str]] = []  # (event id, outcome) applied in this call
         for event in events:

@@ -67,7 +67,10 @@ class SyncConfig:
     window: Window = field(default_factory=Window)
     poll_interval: float = 0.1  # how often the store is asked which cars changed elsewhere
     refresh_interval: float = 3600.0  # every car's snapshot is rebuilt (the window moves)
-    gap_timeout: dt.timedelta = dt.timedelta(seconds=30)  # wait this long for a missing event
+    # Wait this long for a missing event before applying the later ones without it. A unit never
+    # drops one; what is missing is still queued at the broker, behind the other cars' events
+    # or on another worker's share, and a reconnect storm queues for minutes (benchmarks/storm.py).
+    gap_timeout: dt.timedelta = dt.timedelta(minutes=5)
     publish_timeout: float = 2.0  # wait this long for a snapshot's PUBACK
     command_poll: float = 0.05  # results another worker ingested are looked for this often
     batch: int = 200  # messages applied per ingest round

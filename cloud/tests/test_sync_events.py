@@ -342,3 +342,52 @@ def test_state_and_presence_are_kept_also_from_retained_reports(
     status = fleet.car_status("car-2")
     assert status.state == {"trip": "idle", "odometer_km": 1000.0}
     assert status.online is True
+
+
+def test_several_cars_events_go_in_one_transaction_and_an_unknown_car_is_refused_alone(
+    fleet: Store, booked: str
+) -> None:
+    # SPEC S-SYNC-2: a worker applies a round of many cars at once (the reconnect storm)
+    key = ev(2, "key_taken", {"from": "unlocked", "to": "in_use"}, at(24, 9, 55))
+    other = ev(1, "card_denied", {"card": "ab" * 32, "reason": "no_reservation"}, at(24, 9))
+    result = fleet.ingest_many(
+        {
+            "car-1": [started(1, booked), key, ended(3, booked)],
+            UNKNOWN_CAR: [ev(1, "key_taken", {}, at(24, 9))],
+            "car-2": [other],
+        },
+        EventApplier(fleet, POLICY),
+    )
+    car1 = result["car-1"]
+    assert isinstance(car1, list)
+    start, kept, end = car1
+    assert (start, kept) == ("applied: trip started", "kept")
+    assert end.startswith("applied: trip ended, invoice")
+    assert isinstance(result[UNKNOWN_CAR], NotFound)
+    assert result["car-2"] == ["kept"]
+    # each outcome is recorded with its event, and each car's cursor moved
+    recorded = {e.seq: e.outcome for e in fleet.car_events("car-1")}
+    assert recorded == dict(enumerate(car1, start=1))
+    assert all(e.applied_at is not None for e in fleet.car_events())
+    assert fleet.car_status("car-1").event_seq == 3
+    assert fleet.car_status("car-2").event_seq == 1
+    assert len(fleet.list_invoices(MEMBER)) == 1
+
+
+def test_a_command_result_ahead_of_a_gap_is_applied_once_when_the_gap_fills(
+    fleet: Store,
+) -> None:
+    # SPEC S-SYNC-3: applied at once, and not again when the walk reaches its place
+    now = at(24, 9).timestamp()
+    fleet.add_command("c-1", "car-1", "locate", {}, issued_at=now, expires_at=now + 60)
+    result = {"command_id": "c-1", "ok": True, "code": "ok"}
+    outcomes = ingest(
+        fleet,
+        "car-1",
+        ev(2, "command_result", result, at(24, 9, 1)),
+        ev(1, "key_taken", {"from": "unlocked", "to": "in_use"}, at(24, 9)),
+    )
+    assert outcomes == ["applied: command result (answered)", "kept"]
+    recorded = {e.seq: e.outcome for e in fleet.car_events("car-1")}
+    assert recorded == {1: "kept", 2: "applied: command result (answered)"}
+    assert fleet.car_status("car-1").event_seq == 2

@@ -156,22 +156,23 @@ def storm(pg: PgServer, template: str, workers: int) -> dict[str, float]:
 def applied_sql(url: str) -> int:
     """Events applied in order over every car, asked of the database at little cost (the
     benchmark must not take the cores the workers need)."""
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT coalesce(sum(event_seq), 0) FROM car_sync").fetchone()
-    return int(row[0]) if row else 0
+    return _number(url, "SELECT coalesce(sum(event_seq), 0) FROM car_sync")
 
 
 def out_of_order(url: str) -> int:
     """Events applied after a later event of their car (a gap given up on before it filled)."""
+    return _number(
+        url,
+        "SELECT count(*) FROM car_events e WHERE EXISTS (SELECT 1 FROM car_events l "
+        "WHERE l.car_id = e.car_id AND l.seq > e.seq AND l.applied_at < e.applied_at)",
+    )
+
+
+def _number(url: str, sql: str) -> int:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM car_events e WHERE EXISTS (SELECT 1 FROM car_events l "
-            "WHERE l.car_id = e.car_id AND l.seq > e.seq AND l.applied_at < e.applied_at)"
-        ).fetchone()
+        row = conn.execute(sql).fetchone()
     return int(row[0]) if row else 0
 
 

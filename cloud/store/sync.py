@@ -422,11 +422,11 @@ class SyncStore(StoreCore):
             if event.applied_at is None and event.event_id not in earlier:
                 applied[event.event_id] = self._apply_event(event, apply, done)
             cursor = event.seq
+        when = self._time(now)
         self._execute(
             "UPDATE car_sync SET event_seq = ?, seen_at = ? WHERE car_id = ?",
-            (cursor, self._time(now), car_id),
+            (cursor, when, car_id),
         )
-        when = self._time(now)
         self._execute_many(
             "UPDATE car_events SET applied_at = ?, outcome = ? WHERE event_id = ?",
             [(when, outcome, event_id) for event_id, outcome in done],

@@ -371,7 +371,7 @@ class CloudSync:
             except NotFound as exc:
                 self._refuse(message, f"{exc} (not a car of this cloud)")
             self._ack(message)
-        cars = sorted(events)
+        cars = list(events)  # the store takes each transaction's cars in the order of their ids
         step = self.config.cars_per_commit
         for first in range(0, len(cars), step):
             self._ingest({car: events[car] for car in cars[first : first + step]})
